@@ -1,0 +1,185 @@
+"""Overhead of tracetorch's state machinery against the same math written inline.
+
+Builds one network twice -- tracetorch layers (``Linear -> Decay -> Linear -> Decay -> Linear``
+inside a ``tt.Model``) and a plain ``nn.Module`` that keeps the membranes in local variables --
+with identical weights, checks that both compute the same thing, then times them interleaved
+in one process and prints the ratio (tracetorch / plain; 1.00 means no overhead):
+
+- training: batch 64, 25 timesteps, forward + backward;
+- inference: batch 1, 25 timesteps under ``torch.inference_mode`` (tracetorch after
+  ``TTcompile()``, the plain network with its decays precomputed).
+
+Run ``python benchmarks/overhead.py`` (``--smoke`` for a seconds-long run that only checks
+the script works; CI uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import tracetorch as tt
+
+SIZES = (784, 256, 256, 10)
+
+
+class TTNet(tt.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        i, h1, h2, o = SIZES
+        self.fc1, self.lif1 = nn.Linear(i, h1), tt.snn.Decay(h1)
+        self.fc2, self.lif2 = nn.Linear(h1, h2), tt.snn.Decay(h2)
+        self.fc3 = nn.Linear(h2, o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(self.lif2(self.fc2(self.lif1(self.fc1(x)))))
+
+
+class PlainNet(nn.Module):
+    """The same math in plain PyTorch: one timestep per call, membranes passed explicitly."""
+
+    def __init__(self, source: TTNet) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = (
+            nn.Linear(fc.in_features, fc.out_features)
+            for fc in (source.fc1, source.fc2, source.fc3)
+        )
+        self.raw_beta1 = nn.Parameter(source.lif1.raw_beta.detach().clone())
+        self.raw_beta2 = nn.Parameter(source.lif2.raw_beta.detach().clone())
+        # identical weights: copy them from the tracetorch network
+        self.load_state_dict(
+            {k: v for k, v in source.state_dict().items() if k.startswith("fc")}, strict=False
+        )
+        self.betas: tuple[torch.Tensor, torch.Tensor] | None = None  # set by bake()
+
+    def bake(self) -> None:
+        self.betas = (
+            torch.sigmoid(self.raw_beta1).detach(),
+            torch.sigmoid(self.raw_beta2).detach(),
+        )
+
+    def decays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.betas is not None:
+            return self.betas
+        return torch.sigmoid(self.raw_beta1), torch.sigmoid(self.raw_beta2)
+
+    def forward(self, x: torch.Tensor, mem1: torch.Tensor, mem2: torch.Tensor):
+        beta1, beta2 = self.decays()
+        mem1 = mem1 * beta1 + self.fc1(x)
+        mem2 = mem2 * beta2 + self.fc2(mem1)
+        return self.fc3(mem2), mem1, mem2
+
+    def sequence(self, xs: torch.Tensor) -> torch.Tensor:
+        """Everything inline: the timestep loop inside one call, membranes as locals."""
+        beta1, beta2 = self.decays()
+        mem1 = xs.new_zeros(xs.shape[1], self.fc1.out_features)
+        mem2 = xs.new_zeros(xs.shape[1], self.fc2.out_features)
+        outs = []
+        for x in xs:
+            if self.betas is None:
+                beta1, beta2 = self.decays()
+            mem1 = mem1 * beta1 + self.fc1(x)
+            mem2 = mem2 * beta2 + self.fc2(mem1)
+            outs.append(self.fc3(mem2))
+        return torch.stack(outs)
+
+
+def run_tt(model: TTNet, xs: torch.Tensor) -> torch.Tensor:
+    """The tracetorch way: zero the states, then one call per timestep."""
+    model.zero_states()
+    return torch.stack([model(x) for x in xs])
+
+
+def run_plain_steps(model: PlainNet, xs: torch.Tensor) -> torch.Tensor:
+    """The plain network called once per timestep, its membranes kept by the caller."""
+    mem1 = xs.new_zeros(xs.shape[1], model.fc1.out_features)
+    mem2 = xs.new_zeros(xs.shape[1], model.fc2.out_features)
+    outs = []
+    for x in xs:
+        y, mem1, mem2 = model(x, mem1, mem2)
+        outs.append(y)
+    return torch.stack(outs)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(name: str, ours, baselines: dict, repeats: int) -> dict[str, float]:
+    """Time ``ours`` and each baseline interleaved; print and return the median ratios."""
+    runs = {"tracetorch": ours, **baselines}
+    for fn in runs.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            times[key].append(timed(fn))
+    medians = {key: statistics.median(t) for key, t in times.items()}
+    ratios = {key: medians["tracetorch"] / medians[key] for key in baselines}
+    print(f"{name}: tracetorch {medians['tracetorch'] * 1e3:.3f} ms")
+    for key in baselines:
+        print(f"    {key:<44} {medians[key] * 1e3:8.3f} ms   ratio {ratios[key]:.3f}")
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run: checks the script only")
+    parser.add_argument("--repeats", type=int, default=60)
+    args = parser.parse_args()
+    repeats = 3 if args.smoke else args.repeats
+    steps = 3 if args.smoke else 25
+    torch.manual_seed(0)
+
+    ours = TTNet()
+    plain = PlainNet(ours)
+    step_label = "plain, one call per step (states passed)"
+    loop_label = "plain, whole loop inline in one call"
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, network {SIZES}, {steps} steps")
+
+    xs = torch.rand(steps, 64, SIZES[0])
+    torch.testing.assert_close(run_tt(ours, xs), run_plain_steps(plain, xs))
+    torch.testing.assert_close(run_tt(ours, xs), plain.sequence(xs))
+    train = compare(
+        "training (batch 64, forward + backward)",
+        lambda: run_tt(ours, xs).square().mean().backward(),
+        {
+            step_label: lambda: run_plain_steps(plain, xs).square().mean().backward(),
+            loop_label: lambda: plain.sequence(xs).square().mean().backward(),
+        },
+        repeats,
+    )
+
+    xs1 = torch.rand(steps, 1, SIZES[0])
+    ours.TTcompile()
+    plain.bake()
+    with torch.inference_mode():
+        torch.testing.assert_close(run_tt(ours, xs1), run_plain_steps(plain, xs1))
+        infer = compare(
+            "inference (batch 1, TTcompile'd, inference_mode)",
+            lambda: run_tt(ours, xs1),
+            {
+                step_label: lambda: run_plain_steps(plain, xs1),
+                loop_label: lambda: plain.sequence(xs1),
+            },
+            repeats * 4,
+        )
+    print(
+        f"ratio vs one-call-per-step plain: training {train[step_label]:.3f} (target <= 1.03), "
+        f"batch-1 inference {infer[step_label]:.3f} (target <= 1.10)"
+    )
+    print(
+        f"ratio vs whole-loop-inline plain: training {train[loop_label]:.3f}, "
+        f"batch-1 inference {infer[loop_label]:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

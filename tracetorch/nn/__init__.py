@@ -1,0 +1,3 @@
+"""Stateless building blocks used beside the stateful layers."""
+
+__all__: list[str] = []

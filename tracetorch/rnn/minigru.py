@@ -1,0 +1,53 @@
+"""MiniGRU: the minimal gated recurrent layer of the custom-layer tutorial."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..functional.minigru import minigru_step
+from .layer import Layer
+
+__all__ = ["MiniGRU"]
+
+
+class MiniGRU(Layer):
+    """A minimal gated recurrent unit with one hidden state ``H``.
+
+    ``reset, update = sigmoid(gates([H, x]))``,
+    ``candidate = tanh(candidate([H * reset, x]))``,
+    ``H = H * (1 - update) + update * candidate``; returns ``H``.
+
+    Args:
+        in_features: Features of the input at ``dim``.
+        out_features: Features of the hidden state and output.
+        dim: The feature dimension of the input.
+
+    Shape:
+        - Input: ``(*, in_features, *)`` with the features at ``dim``.
+        - Output: the input's shape with ``out_features`` at ``dim``.
+
+    Example:
+        >>> import torch, tracetorch as tt
+        >>> layer = tt.rnn.MiniGRU(64, 32)
+        >>> layer(torch.rand(16, 64)).shape
+        torch.Size([16, 32])
+    """
+
+    def __init__(self, in_features: int, out_features: int, dim: int = -1) -> None:
+        super().__init__(out_features, dim=dim, in_features=in_features)
+        self.gates = nn.Linear(in_features + out_features, 2 * out_features)
+        self.candidate = nn.Linear(in_features + out_features, out_features)
+        self._initialize_state("H")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ensure_states(x)
+        h = minigru_step(
+            self._to_working_dim(self.H),
+            self._to_working_dim(x),
+            self.gates.weight,
+            self.gates.bias,
+            self.candidate.weight,
+            self.candidate.bias,
+        )
+        self.H = self._from_working_dim(h)
+        return self.H

@@ -1,0 +1,6 @@
+"""Spiking and leaky-integrator layers."""
+
+from .decay import Decay
+from .layer import Layer
+
+__all__ = ["Decay", "Layer"]
