@@ -372,10 +372,14 @@ class Layer(nn.Module):
         if self.in_features is not None and self.in_features != self.num_neurons:
             parts.insert(0, f"in_features={self.in_features}")
         for name, spec in self._tt_parameters.items():
-            value = getattr(self, name)
-            shown = f"{value.item():.4g}" if value.numel() == 1 else f"[{value.numel()}]"
-            flags = ("learnable" if spec.learnable else "fixed") + (", baked" if spec.baked else "")
-            parts.append(f"{name}={shown} ({flags})")
+            value = getattr(self, name).detach()
+            low, high = value.min().item(), value.max().item()
+            shown = f"{low:.4g}" if low == high else f"[{low:.4g}..{high:.4g}]"
+            flags = ["per neuron" if spec.rank else "shared"]
+            flags.append("learnable" if spec.learnable else "fixed")
+            if spec.baked:
+                flags.append("baked")
+            parts.append(f"{name}={shown} ({', '.join(flags)})")
         states = []
         for name in self._state_names:
             state = getattr(self, name)

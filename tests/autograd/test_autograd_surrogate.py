@@ -1,0 +1,161 @@
+"""Spikes with surrogate gradients: exact 0/1 forward, the documented derivatives backward."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+from torch.func import jacrev, vmap
+
+from tracetorch.autograd import SURROGATES, Heaviside, SpikeFn, heaviside, spike_fn
+
+F64 = torch.float64
+
+# Written out again here, independently of the library: name -> (d(x, slope), default slope).
+DERIVATIVES = {
+    "fast_sigmoid": (lambda x, k: 1 / (k * x.abs() + 1) ** 2, 25.0),
+    "atan": (lambda x, k: (k / 2) / (1 + (math.pi / 2 * k * x) ** 2), 2.0),
+    "triangle": (lambda x, k: k * (1 - k * x.abs()).clamp(min=0), 1.0),
+    "straight_through": (lambda x, k: torch.ones_like(x), 1.0),
+}
+
+
+def _triangle_primitive(x, k):
+    u = x.clamp(-1 / k, 1 / k)
+    return k * u - k**2 * u * u.abs() / 2
+
+
+# Smooth functions whose derivative is the surrogate: P' = d (checked by finite differences).
+PRIMITIVES = {
+    "fast_sigmoid": lambda x, k: x / (1 + k * x.abs()),
+    "atan": lambda x, k: torch.atan(math.pi / 2 * k * x) / math.pi,
+    "triangle": _triangle_primitive,
+    "straight_through": lambda x, k: x,
+}
+
+NAMES = list(DERIVATIVES)
+
+
+def _points(slope: float) -> torch.Tensor:
+    """Points on both sides of 0 that keep clear of every kink (0 and +-1/slope)."""
+    x = torch.linspace(-2.0, 2.0, 17, dtype=F64) / slope + 0.0123 / slope
+    return x.requires_grad_()
+
+
+def test_names_and_default_slopes() -> None:
+    assert set(SURROGATES) == set(DERIVATIVES)
+    for name, (derivative, default) in SURROGATES.items():
+        assert callable(derivative)
+        assert default == DERIVATIVES[name][1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_is_exactly_zero_or_one(name, dtype) -> None:
+    x = torch.tensor([-3.0, -1e-8, 0.0, 1e-8, 0.5, 7.0], dtype=dtype)
+    y = heaviside(x, name)
+    assert y.dtype == dtype
+    # x == 0 does not spike: strictly greater than zero
+    assert y.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("slope", [None, 0.5, 4.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_is_the_surrogate_derivative(name, slope) -> None:
+    derivative, default = DERIVATIVES[name]
+    k = default if slope is None else slope
+    x = _points(k)
+    g = torch.linspace(0.5, 2.0, x.numel(), dtype=F64)
+    (grad,) = torch.autograd.grad(heaviside(x, name, slope), x, g)
+    torch.testing.assert_close(grad, g * derivative(x.detach(), k), atol=1e-14, rtol=1e-14)
+    assert (grad > 0).any()
+
+
+@pytest.mark.parametrize("slope", [None, 0.5, 4.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_is_the_derivative_of_the_primitive(name, slope) -> None:
+    k = DERIVATIVES[name][1] if slope is None else slope
+    x = _points(k)
+    (ours,) = torch.autograd.grad(heaviside(x, name, slope).sum(), x)
+    (primitive,) = torch.autograd.grad(PRIMITIVES[name](x, k).sum(), x)
+    torch.testing.assert_close(ours, primitive, atol=1e-12, rtol=1e-12)
+
+    # Value of the primitive, gradient of the spike: gradcheck's finite differences of P must
+    # match the spike's backward.
+    def spike_with_primitive_value(t):
+        spikes = heaviside(t, name, slope)
+        return PRIMITIVES[name](t, k).detach() + spikes - spikes.detach()
+
+    assert torch.autograd.gradcheck(spike_with_primitive_value, (x,))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradgradcheck(name) -> None:
+    x = _points(DERIVATIVES[name][1])
+    assert torch.autograd.gradgradcheck(lambda t: heaviside(t, name), (x,))
+
+
+def test_default_slope_is_used_for_none() -> None:
+    x = _points(2.0)
+    (default,) = torch.autograd.grad(heaviside(x, "atan").sum(), x)
+    (explicit,) = torch.autograd.grad(heaviside(x, "atan", 2.0).sum(), x)
+    (other,) = torch.autograd.grad(heaviside(x, "atan", 3.0).sum(), x)
+    torch.testing.assert_close(default, explicit, atol=0, rtol=0)
+    assert not torch.allclose(default, other)
+
+
+def test_default_surrogate_is_atan() -> None:
+    x = _points(2.0)
+    (grad,) = torch.autograd.grad(heaviside(x).sum(), x)
+    torch.testing.assert_close(grad, DERIVATIVES["atan"][0](x.detach(), 2.0))
+
+
+def test_straight_through_ignores_slope() -> None:
+    x = _points(1.0)
+    (grad,) = torch.autograd.grad(heaviside(x, "straight_through", 7.0).sum(), x)
+    torch.testing.assert_close(grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: heaviside(torch.ones(2), "sigmoidish"),
+        lambda: Heaviside.apply(torch.ones(2), "sigmoidish", None),
+        lambda: spike_fn("sigmoidish"),
+        # a bad name is reported before x is ever looked at
+        lambda: heaviside("not a tensor", "sigmoidish"),
+    ],
+)
+def test_unknown_surrogate_lists_the_valid_names(call) -> None:
+    with pytest.raises(ValueError, match="sigmoidish") as info:
+        call()
+    for name in NAMES:
+        assert name in str(info.value)
+
+
+def test_vmap_and_jacrev() -> None:
+    x = _points(1.0).detach()
+    batch = torch.stack([x, -x, 2 * x])
+    torch.testing.assert_close(
+        vmap(lambda t: heaviside(t, "triangle"))(batch), (batch > 0).to(F64), atol=0, rtol=0
+    )
+    jacobian = jacrev(lambda t: heaviside(t, "triangle", 1.0))(x)
+    torch.testing.assert_close(jacobian, torch.diag(DERIVATIVES["triangle"][0](x, 1.0)))
+
+
+def test_spike_fn() -> None:
+    fn = spike_fn("fast_sigmoid")
+    assert isinstance(fn, SpikeFn)
+    assert repr(fn) == "SpikeFn(surrogate='fast_sigmoid', slope=25.0)"
+    assert fn == spike_fn("fast_sigmoid", 25.0)
+    assert fn != spike_fn("fast_sigmoid", 5.0)
+    assert pickle.loads(pickle.dumps(fn)) == fn
+
+    x = _points(25.0)
+    (ours,) = torch.autograd.grad(fn(x).sum(), x)
+    (direct,) = torch.autograd.grad(heaviside(x, "fast_sigmoid").sum(), x)
+    torch.testing.assert_close(fn(x), heaviside(x, "fast_sigmoid"), atol=0, rtol=0)
+    torch.testing.assert_close(ours, direct, atol=0, rtol=0)
+    assert repr(spike_fn()) == "SpikeFn(surrogate='atan', slope=2.0)"

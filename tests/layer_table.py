@@ -1,0 +1,49 @@
+"""One table of every built-in stateful layer: the generic checks run over all of it.
+
+Each family adds its own cases (``tests/snn/cases.py``, ``tests/rnn/cases.py``); a new layer
+gets every generic check (``tt.testing.check_layer``, dim invariance, save/load, ...) by
+adding one line there.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tracetorch as tt
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """A built-in layer and how to drive it.
+
+    Attributes:
+        name: Test id.
+        make: Builds the layer; takes the ``dim`` keyword (feature dimension).
+        input_shape: An input shape with the features last (used with ``dim=-1``).
+    """
+
+    name: str
+    make: Callable[..., tt.Layer]
+    input_shape: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+CORE_CASES = [
+    LayerCase("Decay", lambda dim=-1: tt.snn.Decay(4, beta=0.8, dim=dim), (3, 4)),
+    LayerCase("Decay-rank0-fixed", lambda dim=-1: tt.snn.Decay(4, 0.7, dim, 0, False), (3, 4)),
+    LayerCase("MiniGRU", lambda dim=-1: tt.rnn.MiniGRU(3, 5, dim=dim), (2, 3)),
+]
+
+
+def all_cases() -> list[LayerCase]:
+    """Every case of every family (families that are not written yet are skipped)."""
+    cases = list(CORE_CASES)
+    for family in ("snn", "rnn"):
+        if (Path(__file__).parent / family / "cases.py").exists():
+            cases.extend(importlib.import_module(f"{family}.cases").CASES)
+    return cases

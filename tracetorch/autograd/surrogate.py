@@ -1,0 +1,177 @@
+"""Spikes: a Heaviside step forward with a smooth surrogate derivative backward.
+
+The forward pass emits ``1.0`` where ``x > 0`` and ``0.0`` elsewhere (so ``x == 0`` does not
+spike), in the dtype of ``x``. The true derivative of a step is zero almost everywhere, so the
+backward pass uses the derivative ``d(x, slope)`` of a smooth stand-in instead:
+
+==================== ========================================== =============
+name                 ``d(x, slope)``                            default slope
+==================== ========================================== =============
+``fast_sigmoid``     ``1 / (slope |x| + 1)**2``                 25.0
+``atan``             ``(slope / 2) / (1 + (pi/2 slope x)**2)``  2.0
+``triangle``         ``slope * max(0, 1 - slope |x|)``          1.0
+``straight_through`` ``1``                                      1.0 (ignored)
+==================== ========================================== =============
+
+Each ``d`` is the derivative of a smooth primitive ``P`` (what the spike "pretends" to be in
+the backward pass): ``x / (1 + slope |x|)``, ``atan(pi/2 slope x) / pi``,
+``slope u - slope**2 u |u| / 2`` with ``u = clamp(x, -1/slope, 1/slope)``, and ``x``.
+
+Layers typically call ``heaviside(v - threshold)`` or take a ``spike_fn`` built by
+:func:`spike_fn`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["SURROGATES", "Heaviside", "SpikeFn", "Surrogate", "heaviside", "spike_fn"]
+
+
+class Surrogate(NamedTuple):
+    """A surrogate gradient: its derivative ``d(x, slope)`` and the slope used by default."""
+
+    derivative: Callable[[Tensor, float], Tensor]
+    default_slope: float
+
+
+def _fast_sigmoid(x: Tensor, slope: float) -> Tensor:
+    return 1 / (slope * x.abs() + 1) ** 2
+
+
+def _atan(x: Tensor, slope: float) -> Tensor:
+    return (slope / 2) / (1 + (math.pi / 2 * slope * x) ** 2)
+
+
+def _triangle(x: Tensor, slope: float) -> Tensor:
+    return slope * (1 - slope * x.abs()).clamp(min=0)
+
+
+def _straight_through(x: Tensor, slope: float) -> Tensor:
+    return torch.ones_like(x)
+
+
+SURROGATES: dict[str, Surrogate] = {
+    "fast_sigmoid": Surrogate(_fast_sigmoid, 25.0),
+    "atan": Surrogate(_atan, 2.0),
+    "triangle": Surrogate(_triangle, 1.0),
+    "straight_through": Surrogate(_straight_through, 1.0),
+}
+"""Surrogates by name: ``name -> (derivative d(x, slope), default slope)``.
+
+Add an entry to make a new surrogate available by name to :func:`heaviside`.
+"""
+
+
+def _resolve(surrogate: str, slope: float | None) -> tuple[Surrogate, float]:
+    """Looks up a surrogate by name and fills in its default slope when ``slope`` is None."""
+    if surrogate not in SURROGATES:
+        raise ValueError(
+            f"heaviside: unknown surrogate {surrogate!r}; expected one of {sorted(SURROGATES)}"
+        )
+    entry = SURROGATES[surrogate]
+    return entry, float(entry.default_slope if slope is None else slope)
+
+
+class Heaviside(torch.autograd.Function):
+    """Heaviside step ``(x > 0)`` forward, surrogate derivative backward.
+
+    ``Heaviside.apply(x, surrogate, slope)`` takes the surrogate's name (a key of
+    :data:`SURROGATES`) and its slope (``None`` for the default). The backward is
+    ``grad_output * d(x, slope)``; neither ``surrogate`` nor ``slope`` receives a gradient.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
+        _resolve(surrogate, slope)  # fail on a bad name before computing anything
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, str, float | None], output: Tensor) -> None:
+        x, surrogate, slope = inputs
+        ctx.save_for_backward(x)
+        ctx.surrogate, ctx.slope = _resolve(surrogate, slope)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.surrogate.derivative(x, ctx.slope), None, None
+
+
+def heaviside(x: Tensor, surrogate: str = "atan", slope: float | None = None) -> Tensor:
+    """Emits spikes ``(x > 0)`` with a surrogate gradient.
+
+    Args:
+        x: Input, typically ``membrane - threshold``; any shape, floating dtype.
+        surrogate: Name of the surrogate derivative, one of ``"fast_sigmoid"``, ``"atan"``,
+            ``"triangle"``, ``"straight_through"`` (any key of :data:`SURROGATES`).
+        slope: Sharpness of the surrogate; ``None`` uses the surrogate's default.
+
+    Returns:
+        Tensor of ``0.0``/``1.0`` with the shape and dtype of ``x``.
+
+    Raises:
+        ValueError: If ``surrogate`` is not a known name.
+
+    Example:
+        >>> x = torch.tensor([-0.5, 0.0, 0.5], requires_grad=True)
+        >>> heaviside(x, "triangle", slope=1.0)
+        tensor([0., 0., 1.], grad_fn=<HeavisideBackward>)
+        >>> heaviside(x, "triangle", slope=1.0).sum().backward()
+        >>> x.grad  # slope * max(0, 1 - slope * |x|)
+        tensor([0.5000, 1.0000, 0.5000])
+    """
+    return Heaviside.apply(x, surrogate, slope)
+
+
+@dataclass(frozen=True)
+class SpikeFn:
+    """A spike function ``x -> heaviside(x, surrogate, slope)`` with a fixed surrogate.
+
+    Made by :func:`spike_fn`; it compares equal by value, pickles, and prints its settings.
+
+    Attributes:
+        surrogate: Name of the surrogate derivative.
+        slope: Slope of the surrogate (the default already filled in).
+    """
+
+    surrogate: str = "atan"
+    slope: float | None = None
+
+    def __post_init__(self) -> None:
+        _, slope = _resolve(self.surrogate, self.slope)
+        object.__setattr__(self, "slope", slope)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return Heaviside.apply(x, self.surrogate, self.slope)
+
+
+def spike_fn(surrogate: str = "atan", slope: float | None = None) -> SpikeFn:
+    """Makes a spike function with a fixed surrogate, e.g. for a layer's ``spike_fn``.
+
+    Args:
+        surrogate: Name of the surrogate derivative (a key of :data:`SURROGATES`).
+        slope: Slope of the surrogate; ``None`` uses the surrogate's default.
+
+    Returns:
+        A callable ``x -> heaviside(x, surrogate, slope)``.
+
+    Raises:
+        ValueError: If ``surrogate`` is not a known name (raised here, not at the first call).
+
+    Example:
+        >>> fn = spike_fn("fast_sigmoid")
+        >>> fn
+        SpikeFn(surrogate='fast_sigmoid', slope=25.0)
+        >>> fn(torch.tensor([-1.0, 1.0]))
+        tensor([0., 1.])
+    """
+    return SpikeFn(surrogate, slope)
