@@ -23,11 +23,15 @@ class LayerCase:
         name: Test id.
         make: Builds the layer; takes the ``dim`` keyword (feature dimension).
         input_shape: An input shape with the features last (used with ``dim=-1``).
+        skip: Checks of ``tt.testing.check_layer`` not to run for this case (``"gradients"``
+            for hard-spiking layers: a surrogate gradient is not the derivative finite
+            differences measure).
     """
 
     name: str
     make: Callable[..., tt.Layer]
     input_shape: tuple[int, ...]
+    skip: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return self.name
@@ -37,6 +41,12 @@ CORE_CASES = [
     LayerCase("Decay", lambda dim=-1: tt.snn.Decay(4, beta=0.8, dim=dim), (3, 4)),
     LayerCase("Decay-rank0-fixed", lambda dim=-1: tt.snn.Decay(4, 0.7, dim, 0, False), (3, 4)),
     LayerCase("MiniGRU", lambda dim=-1: tt.rnn.MiniGRU(3, 5, dim=dim), (2, 3)),
+    LayerCase("Exciter", lambda dim=-1: tt.snn.Exciter(4, dim=dim), (3, 4)),
+    LayerCase(
+        "Exciter-select_last",
+        lambda dim=-1: tt.snn.Exciter(4, low=-2.0, high=2.0, select_last=True, dim=dim),
+        (3, 4),
+    ),
 ]
 
 

@@ -159,3 +159,16 @@ def test_spike_fn() -> None:
     torch.testing.assert_close(fn(x), heaviside(x, "fast_sigmoid"), atol=0, rtol=0)
     torch.testing.assert_close(ours, direct, atol=0, rtol=0)
     assert repr(spike_fn()) == "SpikeFn(surrogate='atan', slope=2.0)"
+
+
+def test_no_grad_fast_path_gives_the_same_spikes_and_func_grad_still_works():
+    x = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    with_graph = heaviside(x, "fast_sigmoid")
+    with torch.no_grad():
+        fast = heaviside(x, "fast_sigmoid")
+        # torch.func.grad re-enables grad inside its transform: the surrogate is still used
+        g = torch.func.grad(lambda v: heaviside(v, "fast_sigmoid").sum())(x.detach())
+    assert fast.grad_fn is None and torch.equal(fast, with_graph)
+    torch.testing.assert_close(g, 1 / (25.0 * x.detach().abs() + 1) ** 2)
+    with torch.no_grad(), pytest.raises(ValueError, match="unknown surrogate"):
+        heaviside(x, "nope")

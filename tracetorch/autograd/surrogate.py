@@ -129,6 +129,16 @@ def heaviside(x: Tensor, surrogate: str = "atan", slope: float | None = None) ->
         >>> x.grad  # slope * max(0, 1 - slope * |x|)
         tensor([0.5000, 1.0000, 0.5000])
     """
+    _resolve(surrogate, slope)
+    return _spike(x, surrogate, slope)
+
+
+def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
+    if not torch.is_grad_enabled():
+        # no_grad / inference_mode: nothing will be differentiated, so skip the
+        # autograd.Function machinery (most of a spiking step's cost at batch 1).
+        # torch.func.grad re-enables grad inside its transform, so it still takes the Function.
+        return (x > 0).to(x.dtype)
     return Heaviside.apply(x, surrogate, slope)
 
 
@@ -151,7 +161,7 @@ class SpikeFn:
         object.__setattr__(self, "slope", slope)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return Heaviside.apply(x, self.surrogate, self.slope)
+        return _spike(x, self.surrogate, self.slope)
 
 
 def spike_fn(surrogate: str = "atan", slope: float | None = None) -> SpikeFn:

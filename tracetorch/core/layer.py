@@ -171,7 +171,7 @@ class Layer(nn.Module):
                 the live states. Raised before any state is changed.
         """
         shape = x.shape
-        if self.in_features == self.num_neurons:
+        if self._state_names and self.in_features == self.num_neurons:
             # Fast path of every step after the first: live states of exactly x's shape
             # prove x valid (they were created or loaded with num_neurons at dim).
             for name in self._state_names:

@@ -1,3 +1,5 @@
 """Stateless building blocks used beside the stateful layers."""
 
-__all__: list[str] = []
+from .masked_linear import MaskedLinear
+
+__all__ = ["MaskedLinear"]

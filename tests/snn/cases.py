@@ -1,0 +1,53 @@
+"""The leaky-integrator family's rows of the layer table: every public name once, plus variants.
+
+Recurrent layers get a nonzero ``rec_weight`` so that their feedback path changes the outputs
+the generic checks compare. :class:`~tracetorch.snn.LIF` fires hard spikes with a surrogate
+gradient, which finite differences cannot confirm: its rows skip the ``"gradients"`` check (its
+surrogate backward is checked in ``test_snn_family.py``); every other generic check applies.
+"""
+
+from __future__ import annotations
+
+from layer_table import LayerCase
+
+import tracetorch as tt
+from tracetorch.snn.family import NAMES, config_from_name
+
+
+def _extra(name: str) -> dict[str, float]:
+    """Keyword arguments that make every path of ``name`` matter in the checks."""
+    config = config_from_name(name)
+    if not config.recurrent:
+        return {}
+    if config.dual:
+        return {"pos_rec_weight": 0.5, "neg_rec_weight": -0.3}
+    return {"rec_weight": 0.5}
+
+
+def _case(label: str, name: str, **kwargs: object) -> LayerCase:
+    kwargs = {**_extra(name), **kwargs}
+    return LayerCase(label, lambda dim=-1: getattr(tt.snn, name)(4, dim=dim, **kwargs), (3, 4))
+
+
+SURROGATE_CASES = [
+    LayerCase(
+        "LIF",
+        lambda dim=-1: tt.snn.LIF(4, beta=0.8, threshold=0.5, dim=dim),
+        (3, 4),
+        skip=("gradients",),
+    ),
+    LayerCase(
+        "LIF-rank0-fixed",
+        lambda dim=-1: tt.snn.LIF(4, 0.7, 0.6, dim, 0, 0, False, False, "fast_sigmoid"),
+        (3, 4),
+        skip=("gradients",),
+    ),
+]
+
+CASES = [
+    *(_case(name, name) for name in NAMES),
+    _case("LIB-rank0-fixed", "LIB", beta_rank=0, threshold_rank=0, learn_beta=False),
+    _case("DSRLITS-values", "DSRLITS", pos_beta=0.7, neg_beta=0.95, bias=0.2, pos_scale=2.0),
+    _case("SLIEMA-rank0", "SLIEMA", alpha=0.3, alpha_rank=0, beta_rank=0),
+    *SURROGATE_CASES,
+]

@@ -1,0 +1,287 @@
+"""check_layer: passes a correct layer, rejects each kind of broken layer with the right message.
+
+The layer table's built-in layers are run through it in ``tests/test_all_layers.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+import tracetorch as tt
+from tracetorch.testing import CHECKS, LayerCheckError, check_layer
+
+
+class Leaky(tt.snn.Layer):
+    """A correct layer: ``mem = beta * mem + x`` with a per-neuron learnable decay."""
+
+    def __init__(self, n: int = 4, dim: int = -1) -> None:
+        super().__init__(n, dim=dim)
+        self._register_decay("beta", torch.linspace(0.5, 0.9, n))
+        self._initialize_state("mem")
+
+    def step(self, mem: Tensor, x: Tensor) -> Tensor:
+        return mem * self.beta + x
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ensure_states(x)
+        mem = self.step(self._to_working_dim(self.mem), self._to_working_dim(x))
+        self.mem = self._from_working_dim(mem)
+        return self.mem
+
+
+def make(cls):
+    return lambda dim=-1: cls(4, dim=dim)
+
+
+def failure(cls, shape=(3, 4), **kwargs) -> LayerCheckError:
+    with pytest.raises(LayerCheckError) as info:
+        check_layer(make(cls), shape, **kwargs)
+    assert info.value.layer == cls.__name__
+    assert str(info.value).startswith(f"check_layer: {cls.__name__} failed the")
+    return info.value
+
+
+# --------------------------------------------------------------------------- broken layers
+
+
+class _DoubledGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mem, x, beta):
+        ctx.save_for_backward(mem, beta)
+        return mem * beta + x
+
+    @staticmethod
+    def backward(ctx, grad):
+        mem, beta = ctx.saved_tensors
+        return grad * beta, grad, 2 * (grad * mem).sum_to_size(beta.shape)  # 2x: wrong
+
+
+class WrongBackward(Leaky):
+    def step(self, mem, x):
+        return _DoubledGradient.apply(mem, x, self.beta)
+
+
+class UnbatchedState(Leaky):
+    """Creates its state by hand and shares it across the batch (shape ``[num_neurons]``)."""
+
+    def forward(self, x):
+        if self.mem is None:
+            self.mem = x.new_zeros(self.num_neurons)
+        self.mem = self.mem * self.beta + x.mean(dim=0)
+        return x - self.mem
+
+
+class Float32State(Leaky):
+    """Creates and keeps its state in float32 whatever the input's dtype."""
+
+    def forward(self, x):
+        if self.mem is None:
+            self.mem = torch.zeros(x.shape)
+        self.mem = self.mem * self.beta.float() + x.float()
+        return self.mem.to(x.dtype)
+
+
+class NoDetach(Leaky):
+    def detach_states(self):
+        pass
+
+
+class RemembersInput(Leaky):
+    """Detaches its state but keeps the last input (with its graph) in a plain attribute."""
+
+    def zero_states(self):
+        super().zero_states()
+        self.last = None
+
+    def forward(self, x):
+        last = getattr(self, "last", None)
+        self.last = x
+        y = super().forward(x)
+        return y if last is None else y + 0.1 * last
+
+
+class NoZero(Leaky):
+    def zero_states(self):
+        pass
+
+
+class IgnoresDim(Leaky):
+    """Broadcasts beta against the last dimension whatever ``dim`` is."""
+
+    def forward(self, x):
+        self._ensure_states(x)
+        self.mem = self.mem * self.beta + x
+        return self.mem
+
+
+class LastDimSoftmax(Leaky):
+    """Normalises over the last dimension instead of ``dim``: right shapes, wrong values."""
+
+    def forward(self, x):
+        return super().forward(torch.softmax(x, dim=-1))
+
+
+class WrongInverse(tt.snn.Layer):
+    """Stores its gain through exp but "inverts" it with the identity."""
+
+    def __init__(self, n, dim=-1):
+        super().__init__(n, dim=dim)
+        self._register_parameter("gain", 2.0, rank=0, transform=torch.exp, inverse=lambda v: v)
+        self._initialize_state("mem")
+
+    def forward(self, x):
+        self._ensure_states(x)
+        self.mem = 0.5 * self.mem + self.gain * x
+        return self.mem
+
+
+class HiddenCounter(Leaky):
+    """Counts its steps in an attribute that is not a declared state."""
+
+    def __init__(self, n, dim=-1):
+        super().__init__(n, dim=dim)
+        self.t = 0
+
+    def zero_states(self):
+        super().zero_states()
+        self.t = 0
+
+    def forward(self, x):
+        self.t += 1
+        return super().forward(x) * self.t
+
+
+class Noisy(Leaky):
+    """A random layer: passes when the RNG is seeded before each run."""
+
+    def forward(self, x):
+        return super().forward(x + 0.1 * torch.randn_like(x))
+
+
+class Stateless(tt.snn.Layer):
+    def __init__(self, n, dim=-1):
+        super().__init__(n, dim=dim)
+        self._register_bias("shift", torch.linspace(-1, 1, n))
+
+    def forward(self, x):
+        return torch.tanh(x + self._from_working_dim(self.shift.expand_as(self._to_working_dim(x))))
+
+
+# ----------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("cls", [Leaky, Stateless])
+def test_correct_layers_pass(cls):
+    assert check_layer(make(cls), (3, 4)) is True
+
+
+def test_random_layer_passes_with_its_rng_seeded():
+    assert check_layer(make(Noisy), (3, 4), skip=["dim"])
+    err = failure(Noisy)  # its draws land elsewhere on a permuted input
+    assert err.check == "dim"
+
+
+def test_correct_layer_passes_on_other_shapes():
+    assert check_layer(make(Leaky), (4,), steps=2)
+    assert check_layer(make(Leaky), (2, 3, 4), steps=4)
+
+
+def test_callers_rng_is_left_alone():
+    state = torch.get_rng_state()
+    check_layer(make(Noisy), (2, 4), skip=["dim"])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_wrong_backward_fails_the_gradient_check_naming_the_parameter():
+    err = failure(WrongBackward)
+    assert err.check == "gradients"
+    assert "parameter 'raw_beta'" in str(err)
+    assert "is wrong" in str(err)
+    assert isinstance(err.__cause__, tt.testing.GradientCheckError)
+
+
+def test_state_without_batch_dimensions_fails_lazy_states():
+    err = failure(UnbatchedState)
+    assert err.check == "lazy_states"
+    assert "state 'mem' has shape (4,)" in str(err) and "expected (3, 4)" in str(err)
+    assert "_ensure_states" in str(err)
+
+
+def test_state_in_the_wrong_dtype_fails_lazy_states():
+    err = failure(Float32State)
+    assert err.check == "lazy_states"
+    assert "torch.float32" in str(err) and "dtype" in str(err)
+
+
+def test_detach_that_does_nothing_fails():
+    err = failure(NoDetach)
+    assert err.check == "detach_states"
+    assert "still has a grad_fn" in str(err)
+
+
+def test_gradient_leaking_past_detach_fails():
+    err = failure(RemembersInput)
+    assert err.check == "detach_states"
+    assert "reaches the input of step 0" in str(err)
+
+
+def test_zero_states_that_does_nothing_fails():
+    err = failure(NoZero)
+    assert err.check == "zero_states"
+    assert "state 'mem' is not None after zero_states()" in str(err)
+
+
+def test_layer_that_ignores_dim_fails():
+    err = failure(IgnoresDim)
+    assert err.check == "dim"
+    assert "RuntimeError" in str(err)  # beta [4] broadcast against a last dim of size 2
+
+
+def test_layer_that_normalises_the_wrong_dim_fails():
+    err = failure(LastDimSoftmax)
+    assert err.check == "dim"
+    assert "the outputs differ at step 0" in str(err) and "dim=-2" in str(err)
+
+
+def test_wrong_inverse_fails_compile():
+    err = failure(WrongInverse)
+    assert err.check == "compile"
+    assert "after TTdecompile() vs before" in str(err)
+
+
+def test_undeclared_state_fails_save_load():
+    err = failure(HiddenCounter)
+    assert err.check == "save_load"
+    assert "after load_states()" in str(err)
+
+
+def test_skip_leaves_out_the_named_checks():
+    assert check_layer(make(NoDetach), (3, 4), skip=["detach_states"])
+    assert check_layer(make(Leaky), (3, 4), skip=CHECKS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"input_shape": ()}, "input_shape"),
+        ({"input_shape": (3, 0)}, "input_shape"),
+        ({"steps": 1}, "steps"),
+        ({"skip": ["gradient"]}, "unknown check"),
+        ({"skip": "dim"}, "unknown check"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    arguments = {"make_layer": make(Leaky), "input_shape": (3, 4), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        check_layer(**arguments)
+
+
+def test_make_layer_must_build_a_layer_that_takes_dim():
+    with pytest.raises(TypeError, match="tracetorch Layer"):
+        check_layer(lambda dim=-1: torch.nn.Linear(4, 4), (3, 4))
+    with pytest.raises(LayerCheckError, match="pass the dim keyword") as info:
+        check_layer(lambda dim=-1: Leaky(4), (3, 4))
+    assert info.value.check == "dim"
+    assert check_layer(lambda dim=-1: Leaky(4), (3, 4), skip=["dim"])

@@ -1,0 +1,157 @@
+"""The parameters, initialisation and PyTorch conversion shared by SimpleRNN, GRU and LSTM."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from .layer import Layer
+
+__all__ = ["CellLayer"]
+
+_Cell = TypeVar("_Cell", bound="CellLayer")
+
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+class CellLayer(Layer):
+    """Base of the recurrent layers laid out like PyTorch's ``nn.RNNCell`` family.
+
+    Holds ``weight_ih`` ``[G * H, I]``, ``weight_hh`` ``[G * H, H]`` and, with ``bias``,
+    ``bias_ih`` and ``bias_hh`` ``[G * H]``, where ``G`` is the number of gate blocks of the
+    subclass, all drawn from ``uniform(-1/sqrt(H), 1/sqrt(H))`` as PyTorch does. Subclasses
+    set the class attributes below, declare their states and write ``forward``.
+
+    Args:
+        in_features: Features of the input at ``dim`` (``I``).
+        out_features: Features of the hidden state and output (``H``).
+        dim: The feature dimension of the input.
+        bias: Learn the two bias vectors (``False``: no biases, like PyTorch's ``bias=False``).
+    """
+
+    #: Number of gate blocks stacked in the weights (1 RNN, 3 GRU, 4 LSTM).
+    num_gates: ClassVar[int]
+    #: The PyTorch cell and sequence module with the same parameter layout.
+    torch_cell: ClassVar[type[nn.RNNCellBase]]
+    torch_sequence: ClassVar[type[nn.RNNBase]]
+    #: Constructor options shared with the PyTorch modules, read as attributes of both.
+    torch_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
+    ) -> None:
+        super().__init__(out_features, dim=dim, in_features=in_features)
+        if not isinstance(bias, bool):
+            raise TypeError(f"{type(self).__name__}: expected bias to be a bool, got {bias!r}")
+        self.bias = bias
+        rows = self.num_gates * out_features
+        self.weight_ih = nn.Parameter(torch.empty(rows, in_features))
+        self.weight_hh = nn.Parameter(torch.empty(rows, out_features))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(rows))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    @property
+    def out_features(self) -> int:
+        """Features of the hidden state and output (the same as ``num_neurons``)."""
+        return self.num_neurons
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Draw every weight and bias from ``uniform(-1/sqrt(H), 1/sqrt(H))``."""
+        bound = 1.0 / math.sqrt(self.num_neurons)
+        for parameter in self.parameters(recurse=False):
+            parameter.uniform_(-bound, bound)
+
+    # ----------------------------------------------------------------- PyTorch conversion
+
+    @classmethod
+    def from_torch(cls: type[_Cell], module: nn.Module, dim: int = -1) -> _Cell:
+        """Build a layer holding a copy of the weights of a PyTorch recurrent module.
+
+        Stepping the layer over a sequence, from zero states, then gives the outputs of the
+        PyTorch module run on the whole sequence (``batch_first`` plays no part: the layer
+        takes one timestep per call). The layer takes the module's dtype and device.
+
+        Args:
+            module: The matching cell (e.g. ``nn.GRUCell`` for :class:`GRU`) or sequence
+                module (e.g. ``nn.GRU``) with one layer, one direction and, for ``nn.LSTM``,
+                no projection (``proj_size=0``).
+            dim: The feature dimension of the layer's input.
+
+        Raises:
+            TypeError: ``module`` is not the matching PyTorch cell or sequence module.
+            ValueError: the sequence module has several layers, two directions or a
+                projection, which a single tracetorch layer cannot hold.
+        """
+        name = f"{cls.__name__}.from_torch"
+        cell, sequence = cls.torch_cell.__name__, cls.torch_sequence.__name__
+        if isinstance(module, cls.torch_cell):
+            suffix = ""
+        elif isinstance(module, cls.torch_sequence):
+            unsupported = []
+            if module.num_layers != 1:
+                unsupported.append(f"num_layers={module.num_layers} (expected 1)")
+            if module.bidirectional:
+                unsupported.append("bidirectional=True (expected False)")
+            if getattr(module, "proj_size", 0):
+                unsupported.append(f"proj_size={module.proj_size} (expected 0)")
+            if unsupported:
+                raise ValueError(
+                    f"{name}: unsupported nn.{sequence} configuration: "
+                    f"{', '.join(unsupported)}; build one tracetorch layer per layer and "
+                    f"direction instead"
+                )
+            suffix = "_l0"
+        else:
+            raise TypeError(
+                f"{name}: expected an nn.{sequence} or nn.{cell}, got {type(module).__name__}"
+            )
+        options = {option: getattr(module, option) for option in cls.torch_options}
+        layer = cls(module.input_size, module.hidden_size, dim=dim, bias=module.bias, **options)
+        source = module.weight_ih if suffix == "" else module.weight_ih_l0
+        layer.to(device=source.device, dtype=source.dtype)
+        layer._copy_weights(module, suffix, to_torch=False)
+        return layer
+
+    def to_torch(self, sequence: bool = False) -> nn.Module:
+        """A PyTorch module holding a copy of this layer's weights.
+
+        Args:
+            sequence: Return the sequence module (e.g. ``nn.GRU``, one layer, input
+                ``[L, B, I]``) instead of the cell (e.g. ``nn.GRUCell``, one step).
+
+        Returns:
+            The PyTorch module, on this layer's dtype and device.
+        """
+        module_type = self.torch_sequence if sequence else self.torch_cell
+        options = {option: getattr(self, option) for option in self.torch_options}
+        module = module_type(
+            self.in_features,
+            self.num_neurons,
+            bias=self.bias,
+            device=self.weight_ih.device,
+            dtype=self.weight_ih.dtype,
+            **options,
+        )
+        self._copy_weights(module, "_l0" if sequence else "", to_torch=True)
+        return module
+
+    @torch.no_grad()
+    def _copy_weights(self, module: nn.Module, suffix: str, to_torch: bool) -> None:
+        for name in _WEIGHTS if self.bias else _WEIGHTS[:2]:
+            ours, theirs = getattr(self, name), getattr(module, name + suffix)
+            (theirs if to_torch else ours).copy_(ours if to_torch else theirs)
+
+    # ------------------------------------------------------------------------------- repr
+
+    def extra_repr(self) -> str:
+        options = "".join(f", {name}={getattr(self, name)!r}" for name in self.torch_options)
+        return super().extra_repr() + options + ("" if self.bias else ", bias=False")

@@ -1,0 +1,464 @@
+"""The conformance check a stateful layer must pass: gradients, states, dim, compile, save/load."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import NoReturn
+
+import torch
+from torch import Tensor, nn
+
+from ..core.layer import Layer
+from ..core.model import load_states, save_states
+from .check_function import GradientCheckError, check_function
+
+__all__ = ["CHECKS", "LayerCheckError", "check_layer"]
+
+CHECKS = (
+    "lazy_states",
+    "zero_states",
+    "gradients",
+    "detach_states",
+    "dim",
+    "compile",
+    "save_load",
+)
+"""The checks :func:`check_layer` runs, in order; any of them can be skipped by name."""
+
+_SAME = {"rtol": 1e-6, "atol": 1e-6}  # "equal" for float64 runs that may differ in rounding
+
+
+class LayerCheckError(AssertionError):
+    """A layer failed one of the checks of :func:`check_layer`.
+
+    Attributes:
+        layer: The class name of the layer.
+        check: Which check failed (one of :data:`CHECKS`).
+    """
+
+    def __init__(self, message: str, *, layer: str, check: str) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.check = check
+
+
+class _Unroll(nn.Module):
+    """Runs a layer over a sequence from zero states: a pure function of inputs and weights."""
+
+    def __init__(self, layer: Layer, seed: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.seed = seed
+
+    def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
+        self.layer.zero_states()
+        torch.manual_seed(self.seed)
+        outputs = tuple(self.layer(x) for x in xs)
+        self.layer.zero_states()
+        return outputs
+
+
+class _Checker:
+    """The state shared by the checks: the layer factory, the inputs and a reference layer."""
+
+    def __init__(
+        self,
+        make_layer: Callable[..., Layer],
+        input_shape: tuple[int, ...],
+        steps: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.make_layer = make_layer
+        self.input_shape = input_shape
+        self.steps = steps
+        self.seed = seed
+        self.device = device
+        self.reference = self._make(-1)
+        self.name = type(self.reference).__name__
+        self.weights = self.reference.state_dict()
+        generator = torch.Generator().manual_seed(seed)
+        self.xs = [self._randn(input_shape, generator) for _ in range(steps)]
+        wide = (*input_shape[:-1], 2, input_shape[-1])  # one more dimension, before the features
+        self.wide_xs = [self._randn(wide, generator) for _ in range(steps)]
+
+    def _randn(self, shape: Sequence[int], generator: torch.Generator) -> Tensor:
+        x = torch.randn(tuple(shape), generator=generator, dtype=torch.float64)
+        return x.to(self.device)
+
+    def _make(self, dim: int) -> Layer:
+        layer = self.make_layer(dim=dim)
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"check_layer: make_layer(dim={dim}) must return a tracetorch Layer, got "
+                f"{type(layer).__name__}"
+            )
+        if layer.dim != dim:
+            raise LayerCheckError(
+                f"check_layer: {type(layer).__name__} failed the 'dim' check: make_layer(dim="
+                f"{dim}) built a layer with dim={layer.dim}; pass the dim keyword on to the layer",
+                layer=type(layer).__name__,
+                check="dim",
+            )
+        return layer.to(device=self.device, dtype=torch.float64)
+
+    def copy(self, dim: int = -1) -> Layer:
+        """A fresh layer (built with ``dim``) holding the reference layer's weights."""
+        layer = self._make(dim)
+        layer.load_state_dict(self.weights)
+        return layer
+
+    def run(self, layer: Layer, xs: Sequence[Tensor], offset: int = 0) -> list[Tensor]:
+        """The outputs of ``layer`` over ``xs``, with the global RNG seeded first."""
+        torch.manual_seed(self.seed + offset)
+        outputs = []
+        for x in xs:
+            y = layer(x)
+            if not isinstance(y, Tensor):
+                raise TypeError(f"forward must return one tensor, got {type(y).__name__}")
+            outputs.append(y)
+        return outputs
+
+    def fail(self, check: str, how: str, cause: BaseException | None = None) -> NoReturn:
+        raise LayerCheckError(
+            f"check_layer: {self.name} failed the {check!r} check: {how}",
+            layer=self.name,
+            check=check,
+        ) from cause
+
+    def same(
+        self, check: str, what: str, got: Sequence[Tensor], expected: Sequence[Tensor]
+    ) -> None:
+        """Fail ``check`` unless the two output sequences agree step by step."""
+        for t, (a, b) in enumerate(zip(got, expected, strict=True)):
+            if a.shape != b.shape:
+                self.fail(
+                    check,
+                    f"{what}: at step {t} the output has shape {tuple(a.shape)}, expected "
+                    f"{tuple(b.shape)}",
+                )
+            if not torch.allclose(a, b, **_SAME):
+                diff = (a - b).abs().max().item()
+                self.fail(check, f"{what}: the outputs differ at step {t} (max |diff| {diff:.3g})")
+
+    def expected_state_shape(self, x: Tensor, dim: int) -> tuple[int, ...]:
+        shape = list(x.shape)
+        shape[dim] = self.reference.num_neurons
+        return tuple(shape)
+
+    # ---------------------------------------------------------------------------- checks
+
+    def lazy_states(self) -> None:
+        check = "lazy_states"
+        layer = self.copy()
+        if not all(isinstance(name, str) for name in layer.state_names):
+            self.fail(check, f"state_names must be strings, got {layer.state_names!r}")
+        for name in layer.state_names:
+            if getattr(layer, name) is not None:
+                self.fail(
+                    check,
+                    f"state {name!r} is not None before the first forward (declare it "
+                    f"with _initialize_state and create it in forward with _ensure_states)",
+                )
+        x = self.xs[0]
+        y = self.run(layer, [x])[0]
+        if y.dtype != x.dtype or y.device != x.device:
+            self.fail(
+                check, f"the output is {y.dtype} on {y.device}, the input {x.dtype} on {x.device}"
+            )
+        expected = self.expected_state_shape(x, -1)
+        for name in layer.state_names:
+            state = getattr(layer, name)
+            if state is None:
+                self.fail(check, f"state {name!r} is still None after the first forward")
+            if tuple(state.shape) != expected:
+                self.fail(
+                    check,
+                    f"state {name!r} has shape {tuple(state.shape)} after a first input of shape "
+                    f"{tuple(x.shape)}; expected {expected} (the input's shape with "
+                    f"num_neurons={layer.num_neurons} at dim -1): create states with "
+                    f"self._ensure_states(x)",
+                )
+            if state.dtype != x.dtype or state.device != x.device:
+                self.fail(
+                    check,
+                    f"state {name!r} is {state.dtype} on {state.device}, the input "
+                    f"{x.dtype} on {x.device}: states must follow the input's dtype and device",
+                )
+
+    def gradients(self, atol: float, rtol: float, eps: float) -> None:
+        layer = self.copy()
+        unroll = _Unroll(layer, self.seed)
+        learnable = [(n, p) for n, p in unroll.named_parameters() if p.requires_grad]
+        keys = [n for n, _ in learnable]
+
+        def fn(*args: Tensor) -> tuple[Tensor, ...]:
+            xs, weights = args[: self.steps], args[self.steps :]
+            return torch.func.functional_call(unroll, dict(zip(keys, weights, strict=True)), xs)
+
+        names = [f"x[t={t}]" for t in range(self.steps)]
+        names += [f"parameter {n.removeprefix('layer.')!r}" for n in keys]
+        inputs = [
+            t.detach().clone().requires_grad_() for t in (*self.xs, *(p for _, p in learnable))
+        ]
+        # Fast mode compares one random projection of the Jacobians (cheap, and a wrong
+        # gradient almost surely shows in it); on failure, check_function finds the culprit.
+        options = {"atol": atol, "rtol": rtol, "eps": eps}
+        if torch.autograd.gradcheck(fn, inputs, raise_exception=False, fast_mode=True, **options):
+            return
+        try:
+            check_function(fn, *inputs, names=names, check_gradgrad=False, **options)
+        except GradientCheckError as err:
+            self.fail(
+                "gradients",
+                f"over {self.steps} timesteps in float64: {err} (a layer with a surrogate "
+                f"gradient cannot pass: build it with a smooth spike function for this check, "
+                f"or skip 'gradients')",
+                cause=err,
+            )
+        self.fail(
+            "gradients",
+            f"over {self.steps} timesteps in float64: torch.autograd.gradcheck (fast mode) "
+            f"failed, though each Jacobian matches finite differences entry by entry",
+        )
+
+    def zero_states(self) -> None:
+        layer = self.copy()
+        first = self.run(layer, self.xs)
+        layer.zero_states()
+        for name in layer.state_names:
+            if getattr(layer, name) is not None:
+                self.fail("zero_states", f"state {name!r} is not None after zero_states()")
+        again = self.run(layer, self.xs)
+        self.same("zero_states", "a run after zero_states() vs a fresh run", again, first)
+
+    def detach_states(self) -> None:
+        check = "detach_states"
+        layer = self.copy()
+        split = self.steps // 2
+        xs = [x.clone().requires_grad_() for x in self.xs]
+        self.run(layer, xs[:split])
+        before = {name: getattr(layer, name) for name in layer.state_names}
+        layer.detach_states()
+        for name, old in before.items():
+            new = getattr(layer, name)
+            if new is None or new.shape != old.shape or not torch.equal(new, old.detach()):
+                self.fail(check, f"detach_states() changed the value of state {name!r}")
+            if new.grad_fn is not None:
+                self.fail(
+                    check,
+                    f"state {name!r} still has a grad_fn ({type(new.grad_fn).__name__}) after "
+                    f"detach_states(): it must keep the values and cut the graph",
+                )
+            if new.requires_grad:
+                self.fail(check, f"state {name!r} still requires grad after detach_states()")
+        later = [y.sum() for y in self.run(layer, xs[split:], offset=split) if y.requires_grad]
+        if not later:
+            return
+        grads = torch.autograd.grad(sum(later), xs[:split], allow_unused=True)
+        for t, grad in enumerate(grads):
+            if grad is not None and bool(grad.ne(0).any()):
+                self.fail(
+                    check,
+                    f"the gradient of the outputs after detach_states() (called before step "
+                    f"{split}) reaches the input of step {t}",
+                )
+
+    def dim(self) -> None:
+        """Same weights built with another ``dim`` on the permuted input: the permuted result."""
+        check = "dim"
+        layer = self.copy(-1)
+        expected = self.run(layer, self.wide_xs)
+        expected_states = {name: getattr(layer, name) for name in layer.state_names}
+        rank = len(self.input_shape) + 1
+        variants: dict[int, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+            -2: (lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2)),
+            rank - 2: (lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2)),
+            0: (lambda t: t.movedim(-1, 0), lambda t: t.movedim(0, -1)),
+        }
+        for dim, (forth, back) in variants.items():
+            moved = self.copy(dim)
+            xs = [forth(x) for x in self.wide_xs]
+            got = [back(y) for y in self.run(moved, xs)]
+            what = (
+                f"the layer built with dim={dim} on inputs of shape {tuple(xs[0].shape)} vs "
+                f"dim=-1 on the same inputs with the features last"
+            )
+            self.same(check, what, got, expected)
+            for name, state in expected_states.items():
+                other = getattr(moved, name)
+                want = self.expected_state_shape(xs[0], dim)
+                if other is None or tuple(other.shape) != want:
+                    shape = None if other is None else tuple(other.shape)
+                    self.fail(
+                        check,
+                        f"with dim={dim} and inputs of shape {tuple(xs[0].shape)}, state "
+                        f"{name!r} has shape {shape}, expected {want}",
+                    )
+                self.same(check, f"state {name!r} with dim={dim}", [back(other)], [state])
+
+    def compile(self) -> None:
+        check = "compile"
+        layer = self.copy()
+        expected = self.run(layer, self.xs)
+        parameter_names = [n for n, _ in layer.named_parameters()]
+        for step in ("TTcompile()", "TTcompile() twice", "TTdecompile()", "TTdecompile() twice"):
+            (layer.TTcompile if "TTcompile" in step else layer.TTdecompile)()
+            layer.zero_states()
+            self.same(check, f"after {step} vs before", self.run(layer, self.xs), expected)
+        names = [n for n, _ in layer.named_parameters()]
+        if names != parameter_names:
+            self.fail(
+                check,
+                f"after TTcompile() and TTdecompile() the parameters are {names}, expected "
+                f"{parameter_names}",
+            )
+
+    def save_load(self) -> None:
+        check = "save_load"
+        split = self.steps // 2
+        layer = self.copy()
+        self.run(layer, self.xs[:split])
+        saved = save_states(layer)
+        live = {name for name in layer.state_names if getattr(layer, name) is not None}
+        if set(saved) != live:
+            self.fail(check, f"save_states() returned {sorted(saved)}, expected {sorted(live)}")
+        expected = self.run(layer, self.xs[split:], offset=split)
+        fresh = self.copy()
+        load_states(fresh, saved)
+        got = self.run(fresh, self.xs[split:], offset=split)
+        self.same(
+            check,
+            f"{self.steps - split} steps after save_states() at step {split} vs the same steps "
+            f"on a fresh copy after load_states() (is every hidden state declared with "
+            f"_initialize_state, and every weight in state_dict?)",
+            got,
+            expected,
+        )
+
+
+def check_layer(
+    make_layer: Callable[..., Layer],
+    input_shape: Sequence[int],
+    steps: int = 3,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    eps: float = 1e-6,
+    skip: Collection[str] = (),
+) -> bool:
+    """Checks that a stateful layer behaves like every tracetorch layer.
+
+    Run it on your own :class:`tracetorch.Layer` subclass. Everything runs in float64 on
+    ``device``, on random inputs, from fresh layers that share one set of weights (copied
+    through ``state_dict``). The checks, in order (skip any by name with ``skip``):
+
+    - ``"lazy_states"``: every state is None before the first forward; after it, each has
+      the input's shape with ``num_neurons`` at ``dim``, and the input's dtype and device.
+    - ``"zero_states"``: after ``zero_states()`` every state is None, and a new run gives the
+      outputs of a fresh run.
+    - ``"gradients"``: over ``steps`` timesteps from zero states, the gradients of all outputs
+      with respect to every input and every learnable parameter match finite differences
+      (:func:`torch.autograd.gradcheck` in fast mode; on a failure, :func:`check_function`
+      names the input or parameter whose gradient is wrong).
+    - ``"detach_states"``: ``detach_states()`` keeps the values and cuts the graph: the
+      gradient of a later output does not reach inputs fed before it.
+    - ``"dim"``: with an extra dimension before the features, the layer built with ``dim=-2``
+      (and its positive equivalent, and ``dim=0``) on the permuted input gives the permuted
+      outputs and states of the layer built with ``dim=-1``.
+    - ``"compile"``: ``TTcompile()`` and ``TTdecompile()`` (each twice) leave the outputs
+      unchanged, and the parameters are restored.
+    - ``"save_load"``: a fresh copy given the states from ``save_states()`` after some steps
+      continues exactly like the original.
+
+    Random layers are fine: the global RNG is seeded with ``seed`` before every run, so
+    repeated runs draw the same numbers; the caller's RNG state is restored afterwards. (Their
+    draws land on different elements once the input is permuted, so skip ``"dim"`` for them.)
+
+    Args:
+        make_layer: Builds a fresh layer; called with the keyword ``dim`` (``-1``, ``-2``,
+            a positive equivalent, ``0``).
+        input_shape: Shape of one timestep's input with the features last, e.g.
+            ``(batch, features)``.
+        steps: Timesteps per run (at least 2).
+        seed: Seed of the inputs and of the global RNG during runs.
+        device: Where to run the layer.
+        atol: Absolute tolerance of the gradient check.
+        rtol: Relative tolerance of the gradient check.
+        eps: Finite-difference step of the gradient check.
+        skip: Names of checks (see :data:`CHECKS`) not to run.
+
+    Returns:
+        True when every check passes.
+
+    Raises:
+        LayerCheckError: A check failed; the message names the layer, the check and what
+            went wrong (``err.layer``, ``err.check``).
+        ValueError: Bad ``input_shape``, ``steps`` or ``skip``.
+        TypeError: ``make_layer`` does not return a tracetorch Layer.
+
+    Example:
+        >>> import torch, tracetorch as tt
+        >>> from tracetorch.testing import check_layer
+        >>> class Leaky(tt.snn.Layer):
+        ...     def __init__(self, n, dim=-1):
+        ...         super().__init__(n, dim=dim)
+        ...         self._register_decay("beta", 0.8)
+        ...         self._initialize_state("mem")
+        ...     def forward(self, x):
+        ...         self._ensure_states(x)
+        ...         mem = self._to_working_dim(self.mem) * self.beta + self._to_working_dim(x)
+        ...         self.mem = self._from_working_dim(mem)
+        ...         return self.mem
+        >>> check_layer(lambda dim: Leaky(4, dim=dim), (2, 4))
+        True
+        >>> class Careless(Leaky):  # broadcasts beta against the last dim, whatever dim is
+        ...     def forward(self, x):
+        ...         self._ensure_states(x)
+        ...         self.mem = self.mem * self.beta + x
+        ...         return self.mem
+        >>> check_layer(lambda dim: Careless(4, dim=dim), (2, 4), skip=["gradients"])
+        Traceback (most recent call last):
+        ...
+        tracetorch.testing.check_layer.LayerCheckError: check_layer: Careless failed the 'dim' check: the layer raised RuntimeError: The size of tensor a (2) must match the size of tensor b (4) at non-singleton dimension 2
+    """  # noqa: E501
+    input_shape = tuple(input_shape)
+    if not input_shape or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in input_shape
+    ):
+        raise ValueError(
+            f"check_layer: expected input_shape to be a non-empty sequence of positive ints, "
+            f"got {input_shape!r}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"check_layer: expected steps to be an int >= 2, got {steps!r}")
+    unknown = sorted(set(skip) - set(CHECKS))
+    if isinstance(skip, str) or unknown:
+        raise ValueError(
+            f"check_layer: unknown check(s) in skip: {unknown or skip!r}; expected names from "
+            f"{list(CHECKS)}"
+        )
+    device = torch.device(device)
+    devices = []  # the CUDA generators fork_rng saves and restores, besides the CPU one
+    if device.type == "cuda":
+        devices = [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=devices):
+        checker = _Checker(make_layer, input_shape, steps, seed, device)
+        for check in CHECKS:
+            if check in skip:
+                continue
+            method = getattr(checker, check)
+            try:
+                method(atol, rtol, eps) if check == "gradients" else method()
+            except LayerCheckError:
+                raise
+            except Exception as err:
+                raise LayerCheckError(
+                    f"check_layer: {checker.name} failed the {check!r} check: the layer raised "
+                    f"{type(err).__name__}: {err}",
+                    layer=checker.name,
+                    check=check,
+                ) from err
+    return True
