@@ -25,12 +25,11 @@ script works; CI uses it).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _harness import LOOP, STEP, compare, run_tt
 from torch import Tensor, nn
 
 import tracetorch as tt
@@ -119,12 +118,6 @@ class PlainNet(nn.Module):
             mem3 = mem3 - s3 * t3
             outs.append(s3)
         return torch.stack(outs)
-
-
-def run_tt(model: TTNet, xs: Tensor) -> Tensor:
-    """The tracetorch way: zero the states, then one call per timestep."""
-    model.zero_states()
-    return torch.stack([model(x) for x in xs])
 
 
 def run_plain_steps(model: PlainNet, xs: Tensor) -> Tensor:
@@ -247,34 +240,6 @@ def _spikingjelly(source: TTNet) -> Callable[[Tensor], Tensor]:
     return run
 
 
-# ---------------------------------------------------------------------------------- timing
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def compare(title: str, runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Time ``runs`` interleaved; print medians and ratios to the two plain baselines."""
-    for fn in runs.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, fn in runs.items():
-            times[key].append(timed(fn))
-    medians = {key: statistics.median(t) for key, t in times.items()}
-    step, loop = medians[STEP], medians[LOOP]
-    print(f"{title}")
-    print(f"    {'':<40} {'median':>10}   {'ratio vs step':>13}   {'ratio vs loop':>13}")
-    for key, t in medians.items():
-        print(f"    {key:<40} {t * 1e3:7.3f} ms   {t / step:13.3f}   {t / loop:13.3f}")
-    return {key: t / step for key, t in medians.items()}
-
-
-STEP = "plain, one call per step (states passed)"
-LOOP = "plain, whole loop inline in one call"
 OURS = "tracetorch (tt.snn.LIF)"
 
 

@@ -16,15 +16,15 @@ the script works; CI uses it).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _harness import LOOP, STEP, compare, run_tt
 from torch import nn
 
 import tracetorch as tt
 
 SIZES = (784, 256, 256, 10)
+OURS = "tracetorch (Decay layers)"
 
 
 class TTNet(tt.Model):
@@ -88,12 +88,6 @@ class PlainNet(nn.Module):
         return torch.stack(outs)
 
 
-def run_tt(model: TTNet, xs: torch.Tensor) -> torch.Tensor:
-    """The tracetorch way: zero the states, then one call per timestep."""
-    model.zero_states()
-    return torch.stack([model(x) for x in xs])
-
-
 def run_plain_steps(model: PlainNet, xs: torch.Tensor) -> torch.Tensor:
     """The plain network called once per timestep, its membranes kept by the caller."""
     mem1 = xs.new_zeros(xs.shape[1], model.fc1.out_features)
@@ -103,29 +97,6 @@ def run_plain_steps(model: PlainNet, xs: torch.Tensor) -> torch.Tensor:
         y, mem1, mem2 = model(x, mem1, mem2)
         outs.append(y)
     return torch.stack(outs)
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def compare(name: str, ours, baselines: dict, repeats: int) -> dict[str, float]:
-    """Time ``ours`` and each baseline interleaved; print and return the median ratios."""
-    runs = {"tracetorch": ours, **baselines}
-    for fn in runs.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, fn in runs.items():
-            times[key].append(timed(fn))
-    medians = {key: statistics.median(t) for key, t in times.items()}
-    ratios = {key: medians["tracetorch"] / medians[key] for key in baselines}
-    print(f"{name}: tracetorch {medians['tracetorch'] * 1e3:.3f} ms")
-    for key in baselines:
-        print(f"    {key:<44} {medians[key] * 1e3:8.3f} ms   ratio {ratios[key]:.3f}")
-    return ratios
 
 
 def main() -> None:
@@ -139,8 +110,6 @@ def main() -> None:
 
     ours = TTNet()
     plain = PlainNet(ours)
-    step_label = "plain, one call per step (states passed)"
-    loop_label = "plain, whole loop inline in one call"
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, network {SIZES}, {steps} steps")
 
@@ -149,10 +118,10 @@ def main() -> None:
     torch.testing.assert_close(run_tt(ours, xs), plain.sequence(xs))
     train = compare(
         "training (batch 64, forward + backward)",
-        lambda: run_tt(ours, xs).square().mean().backward(),
         {
-            step_label: lambda: run_plain_steps(plain, xs).square().mean().backward(),
-            loop_label: lambda: plain.sequence(xs).square().mean().backward(),
+            STEP: lambda: run_plain_steps(plain, xs).square().mean().backward(),
+            LOOP: lambda: plain.sequence(xs).square().mean().backward(),
+            OURS: lambda: run_tt(ours, xs).square().mean().backward(),
         },
         repeats,
     )
@@ -164,20 +133,16 @@ def main() -> None:
         torch.testing.assert_close(run_tt(ours, xs1), run_plain_steps(plain, xs1))
         infer = compare(
             "inference (batch 1, TTcompile'd, inference_mode)",
-            lambda: run_tt(ours, xs1),
             {
-                step_label: lambda: run_plain_steps(plain, xs1),
-                loop_label: lambda: plain.sequence(xs1),
+                STEP: lambda: run_plain_steps(plain, xs1),
+                LOOP: lambda: plain.sequence(xs1),
+                OURS: lambda: run_tt(ours, xs1),
             },
             repeats * 4,
         )
     print(
-        f"ratio vs one-call-per-step plain: training {train[step_label]:.3f} (target <= 1.03), "
-        f"batch-1 inference {infer[step_label]:.3f} (target <= 1.10)"
-    )
-    print(
-        f"ratio vs whole-loop-inline plain: training {train[loop_label]:.3f}, "
-        f"batch-1 inference {infer[loop_label]:.3f}"
+        f"tracetorch ratio vs one-call-per-step plain: training {train[OURS]:.3f} "
+        f"(target <= 1.03), batch-1 inference {infer[OURS]:.3f} (target <= 1.10)"
     )
 
 
