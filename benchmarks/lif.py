@@ -14,9 +14,9 @@ Two plain baselines, as in ``benchmarks/overhead.py``: one call per timestep wit
 membranes passed explicitly, and the whole timestep loop inline in one call. Each ratio is
 ``time / time of the plain baseline`` (1.00: no overhead). Where snnTorch, Norse or
 SpikingJelly are importable (never dependencies), their equivalent network is timed in the
-same run; that code follows their documented APIs and is untested here (none is installed in
-our environment). Their dynamics differ in details (reset timing or reset value, fixed
-decays), so their outputs are not compared.
+same run (checked with snnTorch 1.0.0, Norse 1.1.0 and SpikingJelly 2.0.0, installed beside
+torch 2.13.0 with ``pip install --no-deps``). Their dynamics differ in details (reset timing or
+reset value, fixed decays), so their outputs are not compared.
 
 Run ``python benchmarks/lif.py`` (``--smoke`` for a seconds-long run that only checks the
 script works; CI uses it).
