@@ -155,6 +155,23 @@ def other_libraries(source: TTNet) -> dict[str, Callable[[Tensor], Tensor]]:
     return runners
 
 
+def _stepwise(
+    fcs: nn.ModuleList, cells: list, initial: Callable[[], list]
+) -> Callable[[Tensor], Tensor]:
+    """A runner for neurons that take and return their state: ``x, state = cell(x, state)``."""
+
+    def run(xs: Tensor) -> Tensor:
+        states = initial()
+        outs = []
+        for x in xs:
+            for i, (fc, cell) in enumerate(zip(fcs, cells, strict=True)):
+                x, states[i] = cell(fc(x), states[i])
+            outs.append(x)
+        return torch.stack(outs)
+
+    return run
+
+
 def _snntorch(source: TTNet) -> Callable[[Tensor], Tensor]:
     import snntorch as snn
     from snntorch import surrogate
@@ -172,16 +189,7 @@ def _snntorch(source: TTNet) -> Callable[[Tensor], Tensor]:
         for _ in fcs
     ]
 
-    def run(xs: Tensor) -> Tensor:
-        mems = [lif.init_leaky() for lif in lifs]
-        outs = []
-        for x in xs:
-            for i, (fc, lif) in enumerate(zip(fcs, lifs, strict=True)):
-                x, mems[i] = lif(fc(x), mems[i])
-            outs.append(x)
-        return torch.stack(outs)
-
-    return run
+    return _stepwise(fcs, lifs, lambda: [lif.init_leaky() for lif in lifs])
 
 
 def _norse(source: TTNet) -> Callable[[Tensor], Tensor]:
@@ -203,16 +211,7 @@ def _norse(source: TTNet) -> Callable[[Tensor], Tensor]:
     fcs = copy_linears(source)
     cells = [LIFBoxCell(parameters, dt=1e-3) for _ in fcs]
 
-    def run(xs: Tensor) -> Tensor:
-        states = [None] * len(cells)
-        outs = []
-        for x in xs:
-            for i, (fc, cell) in enumerate(zip(fcs, cells, strict=True)):
-                x, states[i] = cell(fc(x), states[i])
-            outs.append(x)
-        return torch.stack(outs)
-
-    return run
+    return _stepwise(fcs, cells, lambda: [None] * len(cells))
 
 
 def _spikingjelly(source: TTNet) -> Callable[[Tensor], Tensor]:
