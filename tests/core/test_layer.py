@@ -53,7 +53,6 @@ def test_working_dim_round_trip_and_free_when_last():
     assert w.shape == (2, 3, 4)
     assert torch.equal(layer._from_working_dim(w), x)
     last = Twin(4)
-    assert last._to_working_dim(x.transpose(1, 2)) is not None
     y = torch.rand(2, 4)
     assert last._to_working_dim(y) is y and last._from_working_dim(y) is y
     assert Twin(4, dim=2)._to_working_dim(x.transpose(1, 2)).data_ptr() == x.data_ptr()

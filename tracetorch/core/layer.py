@@ -93,9 +93,10 @@ class Layer(nn.Module):
     def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("num_neurons", num_neurons), ("in_features", in_features)):
-            if value is None and arg == "in_features":
-                continue
+        checked = {"num_neurons": num_neurons}
+        if in_features is not None:
+            checked["in_features"] = in_features
+        for arg, value in checked.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected {arg} to be a positive int, got {value!r}")
         if isinstance(dim, bool) or not isinstance(dim, int):
