@@ -227,6 +227,24 @@ class Layer(nn.Module):
             return t
         return t.movedim(-1, dim)
 
+    def _along_dim(self, value: Tensor, ndim: int) -> Tensor:
+        """View a per-neuron value (``[num_neurons]``) so it broadcasts along ``dim``.
+
+        For an ``ndim``-dimensional tensor with the neurons at ``dim``, a 1-d value becomes
+        ``[num_neurons, 1, ..., 1]`` (one trailing 1 per dimension after ``dim``); a scalar,
+        or any value when ``dim`` is last, is returned as it is. An elementwise step can then
+        run on states and inputs in their own layout, with no dimension moved.
+
+        Example:
+            >>> import torch, tracetorch as tt
+            >>> tt.snn.Decay(3, dim=-3)._along_dim(torch.ones(3), 4).shape
+            torch.Size([3, 1, 1])
+        """
+        trailing = ndim - 1 - self.dim % ndim
+        if trailing == 0 or value.dim() == 0:
+            return value
+        return value.view(-1, *(1,) * trailing)
+
     def zero_states(self) -> None:
         """Forget every hidden state: each reads ``None`` until the next forward."""
         for name in self._state_names:

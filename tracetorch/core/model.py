@@ -179,6 +179,16 @@ class Model(nn.Module):
         {}
     """
 
+    def __getattr__(self, name: str) -> Tensor | nn.Module:
+        # ``self.fc1`` in forward lands here every timestep (nn.Module keeps submodules out of
+        # __dict__). Look in _modules first: a name lives in only one of _parameters,
+        # _buffers and _modules (nn.Module's registration refuses duplicates), so the order
+        # does not change the answer, and submodules are what a forward reads most.
+        module = self.__dict__["_modules"].get(name) if "_modules" in self.__dict__ else None
+        if module is not None:
+            return module
+        return super().__getattr__(name)
+
     def zero_states(self) -> None:
         """Reset every hidden state to ``None``; see :func:`tracetorch.zero_states`."""
         zero_states(self)

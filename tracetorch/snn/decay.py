@@ -50,7 +50,11 @@ class Decay(Layer):
         self._initialize_state("mem")
 
     def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        mem = leaky_integrate(self._to_working_dim(self.mem), self._to_working_dim(x), self.beta)
-        self.mem = self._from_working_dim(mem)
-        return self.mem
+        mem = self.mem
+        if mem is None or mem.shape != x.shape:  # first step, or an input to check in full
+            self._ensure_states(x)
+            mem = self.mem
+        beta = self.beta if self.dim == -1 else self._along_dim(self.beta, x.dim())
+        mem = leaky_integrate(mem, x, beta)
+        self.__dict__["mem"] = mem  # the state's own slot (see Layer.__setattr__), hot path
+        return mem
