@@ -106,3 +106,23 @@ def test_torch_compile_fullgraph_matches_eager(case):
                 assert g is None or not g.any()
             else:
                 torch.testing.assert_close(g, g_eager)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@pytest.mark.parametrize("features_last", [True, False])
+def test_inference_mode_matches_grad_mode(case, features_last):
+    # Without autograd the layers take other kernels (fused steps, the no-grad spike):
+    # the values must not change, features last or not.
+    torch.manual_seed(0)
+    shape = case.input_shape if features_last else (*case.input_shape, 2, 3)
+    layer = case.make(dim=-1 if features_last else len(case.input_shape) - 1)
+    twin = copy.deepcopy(layer)
+    for x in 3 * inputs(case, 4, shape):
+        torch.manual_seed(1)
+        y_grad = twin(x)
+        torch.manual_seed(1)
+        with torch.inference_mode():
+            y = layer(x)
+        torch.testing.assert_close(y, y_grad.detach())
+    for name, state in states(twin).items():
+        torch.testing.assert_close(getattr(layer, name), state.detach())

@@ -328,3 +328,15 @@ def test_name_collisions_are_rejected():
 
     with pytest.raises(ValueError, match="cannot register state 'fc'"):
         SubmoduleClash()
+
+
+@pytest.mark.parametrize("dim", [-1, -3, 1, 3])
+def test_along_dim_broadcasts_a_per_neuron_value_along_dim(dim):
+    layer = tt.snn.Decay(4, dim=dim)
+    x = torch.zeros(2, 4, 3, 4) if dim in (-3, 1) else torch.zeros(2, 3, 5, 4)
+    value = torch.arange(4.0)
+    viewed = layer._along_dim(value, x.dim())
+    expected = value.view([4 if d == dim % x.dim() else 1 for d in range(x.dim())])
+    torch.testing.assert_close((x + viewed), x + expected)
+    scalar = torch.tensor(2.0)
+    assert layer._along_dim(scalar, x.dim()) is scalar

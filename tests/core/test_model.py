@@ -234,3 +234,35 @@ def test_torch_compile_inductor_on_cpu():
     compiled = torch.compile(model, fullgraph=True)
     xs = torch.randn(4, 2, 3)
     torch.testing.assert_close(run(compiled, xs), run(reference, xs))
+
+
+def test_attribute_lookup_finds_parameters_buffers_and_submodules():
+    # tt.Model looks in _modules first; the answers must be nn.Module's own.
+    model = Outer()
+    model.scale = nn.Parameter(torch.ones(2))
+    model.register_buffer("offset", torch.zeros(2))
+    model.register_module("absent", None)
+    assert model.scale is model._parameters["scale"]
+    assert model.offset is model._buffers["offset"]
+    assert model.net is model._modules["net"]
+    assert model.absent is None
+    with pytest.raises(AttributeError, match="'Outer' object has no attribute 'nothing'"):
+        _ = model.nothing
+    model.net = nn.Identity()  # reassigning and deleting go through nn.Module as before
+    assert isinstance(model.net, nn.Identity)
+    del model.net
+    assert not hasattr(model, "net")
+    model.net = nn.Parameter(torch.ones(1))  # the name now belongs to a parameter
+    assert model.net is model._parameters["net"]
+
+
+def test_torch_compile_fullgraph_in_inference_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), tt.snn.Decay(4), tt.snn.LIF(4, dim=-1))
+    reference = nn.Sequential(nn.Linear(3, 4), tt.snn.Decay(4), tt.snn.LIF(4, dim=-1))
+    reference.load_state_dict(model.state_dict())
+    tt.TTcompile(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    xs = 3 * torch.randn(6, 2, 3)
+    with torch.inference_mode():
+        torch.testing.assert_close(run(compiled, xs), run(reference, xs))

@@ -172,11 +172,12 @@ class Layer(nn.Module):
                 the live states. Raised before any state is changed.
         """
         shape = x.shape
-        if self._state_names and self.in_features == self.num_neurons:
+        d = self.__dict__
+        if d["in_features"] == d["num_neurons"] and d["_state_names"]:
             # Fast path of every step after the first: live states of exactly x's shape
             # prove x valid (they were created or loaded with num_neurons at dim).
-            for name in self._state_names:
-                state = getattr(self, name)
+            for name in d["_state_names"]:
+                state = d[name]
                 if state is None or state.shape != shape:
                     break
             else:

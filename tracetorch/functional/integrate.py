@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["leaky_integrate", "records_grad"]
+__all__ = ["leaky_integrate", "records_grad", "subtract_product"]
 
 
 def records_grad(*tensors: Tensor) -> bool:
@@ -49,3 +49,20 @@ def leaky_integrate(mem: Tensor, x: Tensor, beta: Tensor) -> Tensor:
     if records_grad(mem, x, beta):
         return mem * beta + x
     return torch.addcmul(x, mem, beta)
+
+
+def subtract_product(mem: Tensor, s: Tensor, threshold: Tensor) -> Tensor:
+    """``mem - s * threshold``: the reset by subtraction after spikes ``s``.
+
+    Like :func:`leaky_integrate`, one fused ``torch.addcmul`` call when autograd records
+    nothing, the unfused pair otherwise.
+
+    Example:
+        >>> import torch
+        >>> from tracetorch.functional import subtract_product
+        >>> subtract_product(torch.tensor([1.5, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor(1.0))
+        tensor([0.5000, 0.5000])
+    """
+    if records_grad(mem, s, threshold):
+        return mem - s * threshold
+    return torch.addcmul(mem, s, threshold, value=-1)

@@ -5,7 +5,8 @@
 back through a recurrent trace) and the *firing* kind (none, binary, ternary, ternary with
 output scales), plus *ema* (the membrane is an exponential moving average of its input).
 :func:`leaky_step` is the whole neuron; the layers of :mod:`tracetorch.snn` only hold its
-parameters and states. Features are on the last dimension.
+parameters and states. Parameters broadcast against the states (scalars, or ``[N]`` with
+the features last).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from .integrate import leaky_integrate, subtract_product
 from .spike import sigmoid4x
 
 __all__ = ["LeakyConfig", "fire", "leaky_step", "split_sign"]
@@ -51,6 +53,46 @@ def split_sign(v: Tensor) -> tuple[Tensor, Tensor]:
     return v.clamp(min=0), v.clamp(max=0)
 
 
+def _fire_terms(
+    mem: Tensor,
+    params: Mapping[str, Tensor],
+    firing: Firing,
+    spike_fn: TensorFn,
+    quant_fn: TensorFn | None,
+) -> tuple[Tensor, tuple[tuple[Tensor, Tensor], ...]]:
+    """:func:`fire` with the reset left as ``(spikes, threshold)`` pairs to multiply and sum.
+
+    :func:`leaky_step` subtracts each product from the membrane itself, which without
+    autograd is one fused kernel per pair.
+    """
+    bias = params.get("bias")
+    v = mem if bias is None else mem + bias
+    if firing == "binary":
+        threshold = params["threshold"]
+        s = spike_fn(v - threshold)
+        if quant_fn is not None:
+            s = quant_fn(s)
+        return s, ((s, threshold),)
+    pos_threshold, neg_threshold = params["pos_threshold"], params["neg_threshold"]
+    p = spike_fn(v - pos_threshold)
+    n = spike_fn(-neg_threshold - v)
+    if quant_fn is not None:
+        p, n = quant_fn(p), quant_fn(n)
+    n = -n
+    terms = ((p, pos_threshold), (n, neg_threshold))
+    if firing == "scaled":
+        return p * params["pos_scale"] + n * params["neg_scale"], terms
+    return p + n, terms
+
+
+def _reset(terms: tuple[tuple[Tensor, Tensor], ...]) -> Tensor:
+    (s, threshold), *rest = terms
+    reset = s * threshold
+    for s, threshold in rest:
+        reset = reset + s * threshold
+    return reset
+
+
 def fire(
     mem: Tensor,
     params: Mapping[str, Tensor],
@@ -73,24 +115,8 @@ def fire(
         spike_fn: Maps ``membrane - threshold`` to a firing value.
         quant_fn: Applied to the firing value; ``None`` for the identity.
     """
-    bias = params.get("bias")
-    v = mem if bias is None else mem + bias
-    if firing == "binary":
-        threshold = params["threshold"]
-        s = spike_fn(v - threshold)
-        if quant_fn is not None:
-            s = quant_fn(s)
-        return s, s * threshold
-    pos_threshold, neg_threshold = params["pos_threshold"], params["neg_threshold"]
-    p = spike_fn(v - pos_threshold)
-    n = spike_fn(-neg_threshold - v)
-    if quant_fn is not None:
-        p, n = quant_fn(p), quant_fn(n)
-    n = -n
-    reset = p * pos_threshold + n * neg_threshold
-    if firing == "scaled":
-        return p * params["pos_scale"] + n * params["neg_scale"], reset
-    return p + n, reset
+    out, terms = _fire_terms(mem, params, firing, spike_fn, quant_fn)
+    return out, _reset(terms)
 
 
 def leaky_step(
@@ -170,22 +196,23 @@ def leaky_step(
             pos_mem = torch.lerp(x_pos, pos_mem, params["pos_beta"])
             neg_mem = torch.lerp(x_neg, neg_mem, params["neg_beta"])
         else:
-            pos_mem = pos_mem * params["pos_beta"] + x_pos
-            neg_mem = neg_mem * params["neg_beta"] + x_neg
+            pos_mem = leaky_integrate(pos_mem, x_pos, params["pos_beta"])
+            neg_mem = leaky_integrate(neg_mem, x_neg, params["neg_beta"])
         mem = pos_mem + neg_mem
     elif ema:
         mem = torch.lerp(x, state["mem"], params["beta"])
     else:
-        mem = state["mem"] * params["beta"] + x
+        mem = leaky_integrate(state["mem"], x, params["beta"])
     if firing == "none":
         out = mem
     else:
-        out, reset = fire(mem, params, firing, spike_fn, quant_fn)
+        out, terms = _fire_terms(mem, params, firing, spike_fn, quant_fn)
         if dual:
-            half = reset * 0.5
+            half = _reset(terms) * 0.5
             pos_mem, neg_mem = pos_mem - half, neg_mem - half
         else:
-            mem = mem - reset
+            for s, threshold in terms:
+                mem = subtract_product(mem, s, threshold)
     if dual:
         new["pos_mem"], new["neg_mem"] = pos_mem, neg_mem
     else:

@@ -134,20 +134,14 @@ class LeakyIntegrator(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         self._ensure_states(x)
-        d = self.__dict__
-        if self.dim == -1:  # the states are already features-last: read them where they live
-            state = d
-        else:
-            state = {s: self._to_working_dim(d[s]) for s in self._state_names}
-            x = self._to_working_dim(x)
         params = {p: getattr(self, p) for p in self._param_names}
-        out, new = leaky_step(x, state, params, self.config, self.spike_fn, self.quant_fn)
-        if self.dim == -1:
-            d.update(new)
-            return out
-        for s, value in new.items():
-            d[s] = self._from_working_dim(value)
-        return self._from_working_dim(out)
+        if self.dim != -1:  # per-neuron values broadcast along dim; no dimension is moved
+            ndim = x.dim()
+            params = {p: self._along_dim(value, ndim) for p, value in params.items()}
+        d = self.__dict__  # states live in their own slots (see Layer.__setattr__)
+        out, new = leaky_step(x, d, params, self.config, self.spike_fn, self.quant_fn)
+        d.update(new)
+        return out
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
