@@ -129,14 +129,15 @@ def run_plain_steps(model: PlainNet, xs: Tensor) -> Tensor:
     return torch.stack(outs)
 
 
-# ------------------------------------------- other libraries (optional, untested here)
+# ------------------------------------- other libraries (optional, never dependencies)
 
 
 def other_libraries(source: TTNet) -> dict[str, Callable[[Tensor], Tensor]]:
     """Runners ``xs -> outputs`` for the libraries that import, each with the same weights.
 
-    Written from the libraries' documented APIs; none is installed where tracetorch is
-    developed, so this code is untested here. A library that fails to build is skipped.
+    Written from the libraries' documented APIs and run against snnTorch 1.0.0, Norse 1.1.0
+    and SpikingJelly 2.0.0; none is a dependency, so the test suite does not run this code.
+    A library that fails to build is skipped.
     """
     runners: dict[str, Callable[[Tensor], Tensor]] = {}
     for name, build in (

@@ -1,5 +1,8 @@
 """tt.Model and the tree-wide free functions: every layer found, states saved and loaded."""
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -254,6 +257,8 @@ def test_attribute_lookup_finds_parameters_buffers_and_submodules():
     assert not hasattr(model, "net")
     model.net = nn.Parameter(torch.ones(1))  # the name now belongs to a parameter
     assert model.net is model._parameters["net"]
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert isinstance(twin.inner, Inner) and twin.net.shape == (1,)
 
 
 def test_torch_compile_fullgraph_in_inference_mode():

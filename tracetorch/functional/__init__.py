@@ -1,7 +1,7 @@
 """Plain functions: the math of one step, transforms and helpers. Tensors in, tensors out."""
 
 from .decay import decay_to_halflife, decay_to_timesteps, halflife_to_decay, timesteps_to_decay
-from .integrate import leaky_integrate, records_grad, subtract_product
+from .integrate import leaky_integrate, subtract_product
 from .leaky import LeakyConfig, fire, leaky_step, split_sign
 from .minigru import minigru_step
 from .quantize import probabilistic_ste, round_ste, stochastic_round_ste
@@ -21,7 +21,6 @@ __all__ = [
     "lstm_step",
     "minigru_step",
     "probabilistic_ste",
-    "records_grad",
     "rnn_step",
     "round_ste",
     "sigmoid4x",
