@@ -1,4 +1,4 @@
-"""The parameters, initialisation and PyTorch conversion shared by SimpleRNN, GRU and LSTM."""
+"""The forward, parameters, initialisation and PyTorch conversion shared by SimpleRNN, GRU, LSTM."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from typing import ClassVar, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .layer import Layer
 
@@ -23,7 +23,8 @@ class CellLayer(Layer):
     Holds ``weight_ih`` ``[G * H, I]``, ``weight_hh`` ``[G * H, H]`` and, with ``bias``,
     ``bias_ih`` and ``bias_hh`` ``[G * H]``, where ``G`` is the number of gate blocks of the
     subclass, all drawn from ``uniform(-1/sqrt(H), 1/sqrt(H))`` as PyTorch does. Subclasses
-    set the class attributes below, declare their states and write ``forward``.
+    set the class attributes below, declare their states (the first is also the output) and
+    write :meth:`_step`, the math of one step on features-last tensors.
 
     Args:
         in_features: Features of the input at ``dim`` (``I``).
@@ -57,6 +58,23 @@ class CellLayer(Layer):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
+
+    def _step(self, x: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        """The new states from the input and the states, in declaration order, features last."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ensure_states(x)
+        states = [self._to_working_dim(getattr(self, name)) for name in self._state_names]
+        new = [self._from_working_dim(s) for s in self._step(self._to_working_dim(x), *states)]
+        for name, state in zip(self._state_names, new, strict=True):
+            setattr(self, name, state)
+        return new[0]
+
+    @property
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)``, as the step functions take them."""
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     @property
     def out_features(self) -> int:

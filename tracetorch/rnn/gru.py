@@ -59,15 +59,5 @@ class GRU(CellLayer):
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self._initialize_state("h")
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        h = gru_step(
-            self._to_working_dim(self.h),
-            self._to_working_dim(x),
-            self.weight_ih,
-            self.weight_hh,
-            self.bias_ih,
-            self.bias_hh,
-        )
-        self.h = self._from_working_dim(h)
-        return self.h
+    def _step(self, x: Tensor, h: Tensor) -> tuple[Tensor]:
+        return (gru_step(h, x, *self._weights),)

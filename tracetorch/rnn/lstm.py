@@ -59,17 +59,5 @@ class LSTM(CellLayer):
         self._initialize_state("h")
         self._initialize_state("c")
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        h, c = lstm_step(
-            self._to_working_dim(self.h),
-            self._to_working_dim(self.c),
-            self._to_working_dim(x),
-            self.weight_ih,
-            self.weight_hh,
-            self.bias_ih,
-            self.bias_hh,
-        )
-        self.h = self._from_working_dim(h)
-        self.c = self._from_working_dim(c)
-        return self.h
+    def _step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return lstm_step(h, c, x, *self._weights)

@@ -69,16 +69,5 @@ class SimpleRNN(CellLayer):
         self.nonlinearity = nonlinearity
         self._initialize_state("h")
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        h = rnn_step(
-            self._to_working_dim(self.h),
-            self._to_working_dim(x),
-            self.weight_ih,
-            self.weight_hh,
-            self.bias_ih,
-            self.bias_hh,
-            self.nonlinearity,
-        )
-        self.h = self._from_working_dim(h)
-        return self.h
+    def _step(self, x: Tensor, h: Tensor) -> tuple[Tensor]:
+        return (rnn_step(h, x, *self._weights, self.nonlinearity),)

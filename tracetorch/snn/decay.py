@@ -50,11 +50,16 @@ class Decay(Layer):
         self._initialize_state("mem")
 
     def forward(self, x: Tensor) -> Tensor:
+        # The hot path of the overhead benchmark, written out: a live ``mem`` of x's shape
+        # proves x valid (the check _ensure_states's own fast path makes, without the method
+        # call), and the state goes straight to its slot. Measured at batch 1 against the
+        # plain form ``self._ensure_states(x)`` ... ``self.mem = ...``: 46.0 vs 46.9 us a step
+        # of benchmarks/overhead.py's network (plain PyTorch: 42.6 us).
         mem = self.mem
         if mem is None or mem.shape != x.shape:  # first step, or an input to check in full
             self._ensure_states(x)
             mem = self.mem
         beta = self.beta if self.dim == -1 else self._along_dim(self.beta, x.dim())
         mem = leaky_integrate(mem, x, beta)
-        self.__dict__["mem"] = mem  # the state's own slot (see Layer.__setattr__), hot path
+        self.__dict__["mem"] = mem
         return mem
