@@ -31,7 +31,7 @@ class Twin(tt.snn.Layer):
 
 
 def test_states_are_none_until_the_first_forward_then_zeros_like_the_input():
-    layer = Twin(4)
+    layer = Twin(4).double()  # the input must have the dtype of the parameters
     assert layer.a is None and layer.b is None
     x = torch.rand(2, 3, 4, dtype=torch.float64)
     layer._ensure_states(x)

@@ -1,7 +1,8 @@
 """The leaky-integrator family's rows of the layer table: every public name once, plus variants.
 
 Recurrent layers get a nonzero ``rec_weight`` so that their feedback path changes the outputs
-the generic checks compare. :class:`~tracetorch.snn.LIF` fires hard spikes with a surrogate
+the generic checks compare. Firing kinds run with the smooth ``sigmoid4x`` spike so that the
+``"gradients"`` check applies; ``*-hard`` rows keep the default hard spike. :class:`~tracetorch.snn.LIF` fires hard spikes with a surrogate
 gradient, which finite differences cannot confirm: its rows skip the ``"gradients"`` check (its
 surrogate backward is checked in ``test_snn_family.py``); every other generic check applies.
 """
@@ -24,9 +25,19 @@ def _extra(name: str) -> dict[str, float]:
     return {"rec_weight": 0.5}
 
 
-def _case(label: str, name: str, **kwargs: object) -> LayerCase:
+def _case(label: str, name: str, smooth: bool = True, **kwargs: object) -> LayerCase:
+    """A row for ``name``; firing kinds get the smooth ``sigmoid4x`` unless ``smooth=False``.
+
+    A smooth spike lets the ``"gradients"`` check compare autograd with finite differences;
+    the default hard spike (surrogate gradient) skips that check.
+    """
     kwargs = {**_extra(name), **kwargs}
-    return LayerCase(label, lambda dim=-1: getattr(tt.snn, name)(4, dim=dim, **kwargs), (3, 4))
+    firing = config_from_name(name).firing != "none"
+    if firing and smooth:
+        kwargs["spike_fn"] = tt.functional.sigmoid4x
+    skip = ("gradients",) if firing and not smooth else ()
+    make = lambda dim=-1: getattr(tt.snn, name)(4, dim=dim, **kwargs)  # noqa: E731
+    return LayerCase(label, make, (3, 4), skip=skip)
 
 
 SURROGATE_CASES = [
@@ -49,5 +60,6 @@ CASES = [
     _case("LIB-rank0-fixed", "LIB", beta_rank=0, threshold_rank=0, learn_beta=False),
     _case("DSRLITS-values", "DSRLITS", pos_beta=0.7, neg_beta=0.95, bias=0.2, pos_scale=2.0),
     _case("SLIEMA-rank0", "SLIEMA", alpha=0.3, alpha_rank=0, beta_rank=0),
+    *(_case(f"{name}-hard", name, smooth=False) for name in ("LIB", "SLIB", "DSRLIT", "RLITS")),
     *SURROGATE_CASES,
 ]

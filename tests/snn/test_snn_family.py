@@ -161,6 +161,8 @@ def test_matches_the_reference_over_20_steps(name, quantized):
     quant = (lambda s: s) if not quantized else torch.round
     if quantized:
         extra["quant_fn"] = torch.round
+    if switches(name)[3] in FIRING:  # the reference fires through sigmoid(4 x)
+        extra["spike_fn"] = tt.functional.sigmoid4x
     layer = getattr(tt.snn, name)(4, **values, **extra)
     expected, states = simulate(name, values, xs, quant=quant)
     got = [layer(x) for x in xs]
@@ -180,6 +182,8 @@ def test_rank0_parameters_match_the_reference(name):
     generator = torch.Generator().manual_seed(7)
     values = {p: v[0] for p, v in random_values(name, generator).items()}  # 0-d tensors
     ranks = {f"{p}_rank": 0 for p in values}
+    if switches(name)[3] in FIRING:  # the reference fires through sigmoid(4 x)
+        ranks["spike_fn"] = tt.functional.sigmoid4x
     layer = getattr(tt.snn, name)(4, **values, **ranks)
     for p in values:
         assert getattr(layer, f"raw_{p}").shape == ()

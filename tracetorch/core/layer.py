@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -14,8 +17,8 @@ Transform = Callable[[Tensor], Tensor]
 
 
 @dataclass(slots=True)
-class _ParameterSpec:
-    """How one constrained parameter of a layer is stored and read."""
+class _Constraint:
+    """How one constrained parameter of a layer is stored and read (one per instance)."""
 
     transform: Transform | None  # None: identity, the raw tensor is the value
     inverse: Transform | None
@@ -23,45 +26,54 @@ class _ParameterSpec:
     learnable: bool
     baked: bool = False  # True after TTcompile(): the value lives in a plain buffer
     kept: Tensor | None = None  # the raw tensor put aside while baked, reused by TTdecompile()
+    baked_copy: Tensor | None = None  # the value as baked, to tell whether it was changed
 
 
-class _TransformedProperty(property):
-    """Marks the properties :meth:`Layer._register_parameter` installs on a layer class."""
+@dataclass(slots=True)
+class _ValueCache:
+    """The transformed parameter values of one layer, valid while nothing they came from changed.
 
-
-def _transformed_property(name: str) -> property:
-    """A class-level property that reads parameter ``name`` through its transform.
-
-    A plain property keeps the per-timestep read cheap (no ``__getattr__`` detour, no
-    parametrization module call) and is traced by ``torch.compile`` like any Python code.
+    ``sources`` names the tensors the values were computed from (raw parameters, or baked
+    buffers), with their in-place version counters (``optimizer.step()``,
+    ``load_state_dict`` and ``copy_`` bump them); ``grad`` is whether autograd was recording. ``viewed`` holds the values viewed to
+    broadcast along ``dim``, by number of input dimensions.
     """
-    raw_name = "raw_" + name
 
-    def fget(self: Layer) -> Tensor:
-        spec = self._tt_parameters.get(name)
-        if spec is None:
-            raise AttributeError(f"{type(self).__name__} has no parameter {name!r}")
-        if spec.baked:
-            return self._buffers[name]
-        raw = self._parameters[raw_name] if spec.learnable else self._buffers[raw_name]
-        return raw if spec.transform is None else spec.transform(raw)
+    grad: bool
+    sources: tuple[tuple[dict, str, Tensor, int], ...]  # (store, key, tensor, version)
+    values: dict[str, Tensor]
+    viewed: dict[int, dict[str, Tensor]]
 
-    def fset(self: Layer, value: object) -> None:
-        raise AttributeError(
-            f"{type(self).__name__}.{name} is read through a transform; assign to "
-            f"{raw_name} (the raw value) or re-register the parameter instead"
-        )
 
-    return _TransformedProperty(fget, fset, doc=f"The constrained parameter {name!r} (read-only).")
+def _forget_values(layer_ref: weakref.ReferenceType, cache: _ValueCache) -> Callable:
+    """A tensor hook that drops ``cache`` once a backward pass went through its values.
+
+    A backward frees the graph between the raw tensors and the cached values, so values with
+    a graph are used by one backward only; the next forward computes them again.
+    """
+
+    def hook(grad: Tensor) -> None:
+        layer = layer_ref()
+        if layer is not None and layer.__dict__.get("_tt_cache") is cache:
+            layer.__dict__["_tt_cache"] = None
+
+    return hook
 
 
 class Layer(nn.Module):
     """Base class of every stateful tracetorch layer.
 
     A layer keeps its hidden states as attributes that read ``None`` until the first
-    forward, when :meth:`_ensure_states` creates them as zeros shaped like the input (with
-    the size at ``dim`` replaced by ``num_neurons``). One call per timestep; the states carry
-    over between calls until :meth:`zero_states` or :meth:`detach_states`.
+    forward, when they are created as zeros shaped like the input (with the size at ``dim``
+    replaced by ``num_neurons``). One call per timestep; the states carry over between calls
+    until :meth:`zero_states` or :meth:`detach_states`.
+
+    States are read and written through one small interface: :meth:`_read_states` checks an
+    input and returns the states a step starts from (zeros for states not created yet,
+    nothing stored), :meth:`_write_states` stores new states, all of them together. A
+    built-in layer computes every new state first and writes them once the step has
+    succeeded, so a call that raises leaves the layer exactly as it was. Assigning a state
+    (``self.mem = ...``) and :meth:`_ensure_states` go through the same interface.
 
     Args:
         num_neurons: Size of the feature dimension of the states (and of the output).
@@ -77,9 +89,10 @@ class Layer(nn.Module):
         ...         super().__init__(n, in_features=n)
         ...         self._initialize_state("total")
         ...     def forward(self, x):
-        ...         self._ensure_states(x)
-        ...         self.total = self.total + x
-        ...         return self.total
+        ...         x, states = self._read_states(x)
+        ...         total = states["total"] + x
+        ...         self._write_states({"total": total})
+        ...         return total
         >>> layer = Accumulator(3)
         >>> layer.total is None
         True
@@ -93,19 +106,17 @@ class Layer(nn.Module):
     def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
         super().__init__()
         name = type(self).__name__
-        checked = {"num_neurons": num_neurons}
-        if in_features is not None:
-            checked["in_features"] = in_features
-        for arg, value in checked.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected {arg} to be a positive int, got {value!r}")
-        if isinstance(dim, bool) or not isinstance(dim, int):
+        self.num_neurons = _positive_int(name, "num_neurons", num_neurons)
+        self.in_features = (
+            None if in_features is None else _positive_int(name, "in_features", in_features)
+        )
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
             raise TypeError(f"{name}: expected dim to be an int, got {dim!r}")
-        self.num_neurons = num_neurons
-        self.dim = dim
-        self.in_features = in_features
+        self.dim = int(dim)
         self._state_names: tuple[str, ...] = ()
-        self._tt_parameters: dict[str, _ParameterSpec] = {}
+        self._tt_parameters: dict[str, _Constraint] = {}
+        self._tt_cache: _ValueCache | None = None
+        self._tt_warned_baked = False
 
     # ----------------------------------------------------------------------------- states
 
@@ -121,14 +132,7 @@ class Layer(nn.Module):
             or name in self._parameters
             or name in self._buffers
             or name in self._modules
-            or (
-                hasattr(type(self), name)
-                # another instance of this class registered the same parameter name
-                and not (
-                    kind == "parameter"
-                    and isinstance(getattr(type(self), name), _TransformedProperty)
-                )
-            )
+            or hasattr(type(self), name)
         )
         if taken:
             raise ValueError(
@@ -139,80 +143,236 @@ class Layer(nn.Module):
     def _initialize_state(self, name: str) -> None:
         """Declare a hidden state ``name``; it reads ``None`` until the first forward."""
         self._check_new_name(name, "state")
-        object.__setattr__(self, name, None)
         self._state_names = (*self._state_names, name)
+        self._write_states({name: None})
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Writing a state is the per-timestep hot path: store it directly, skipping
-        # nn.Module's parameter/buffer/submodule bookkeeping (a state is none of those).
+        # Assigning a state (``self.mem = ...`` in a custom layer) is a state write like any
+        # other; everything else is nn.Module's business.
         if name in self.__dict__.get("_state_names", ()):
-            if value is not None and not isinstance(value, Tensor):
-                raise TypeError(
-                    f"{type(self).__name__}: state {name!r} must be a tensor or None, got "
-                    f"{type(value).__name__}"
-                )
-            self.__dict__[name] = value
+            self._write_states({name: value})
+        elif name in self.__dict__.get("_tt_parameters", ()):
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is read through a transform; assign to "
+                f"raw_{name} (the raw value) or re-register the parameter instead"
+            )
         else:
             super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> object:
+        # Reached only when ordinary lookup fails: constrained parameters (``self.beta``) are
+        # read here, through the layer's cache of transformed values; everything else is
+        # nn.Module's (parameters, buffers, submodules).
+        constraints = self.__dict__.get("_tt_parameters")
+        if constraints is not None and name in constraints:
+            return self._parameter_values()[name]
+        return super().__getattr__(name)
 
     @property
     def state_names(self) -> tuple[str, ...]:
         """Names of the hidden states this layer declared, in declaration order."""
         return self._state_names
 
-    def _ensure_states(self, x: Tensor) -> None:
-        """Check ``x`` against the layer and create every ``None`` state as zeros.
+    def _write_states(self, states: Mapping[str, Tensor | None]) -> None:
+        """Store hidden states, all of them at once: the one way a state is ever written.
 
-        The states take ``x``'s shape with the size at ``dim`` replaced by ``num_neurons``,
-        and ``x``'s device and dtype. Live states whose other dimensions differ from ``x``
-        are an error (never broadcast): call :meth:`zero_states` before a new batch shape.
+        Args:
+            states: New values by state name (a tensor, or ``None`` to forget the state).
+                Names not given keep their value.
 
         Raises:
-            ValueError: ``dim`` out of range, wrong size at ``dim``, or a shape mismatch with
-                the live states. Raised before any state is changed.
+            TypeError: a value that is neither a tensor nor ``None``.
+            KeyError: a name that is not a declared state.
         """
-        shape = x.shape
+        declared = self.__dict__["_state_names"]
+        for name, value in states.items():
+            if name not in declared:
+                raise KeyError(f"{type(self).__name__}: {name!r} is not a state of this layer")
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(
+                    f"{type(self).__name__}: state {name!r} must be a tensor or None, got "
+                    f"{type(value).__name__}"
+                )
+        self.__dict__.update(states)
+
+    def _read_states(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Check ``x`` and return it with the states a step on it starts from.
+
+        Live states are returned as they are; states not created yet come as zeros with
+        ``x``'s shape (the size at ``dim`` replaced by ``num_neurons``), device and the
+        layer's dtype. Nothing is stored: write the new states with :meth:`_write_states`
+        once the step has succeeded.
+
+        The input must be a floating tensor on a real device, of the layer's dtype (that of
+        its live states, else of its floating parameters) and device, with ``in_features``
+        at ``dim`` and, while states are live, their shape elsewhere. Under autocast an input
+        of another floating dtype is cast to the layer's dtype (states keep one dtype).
+
+        Returns:
+            ``(x, states)``: the input (cast under autocast) and the states by name.
+
+        Raises:
+            TypeError: a non-tensor, integer, bool or complex input, or a floating dtype
+                other than the layer's outside autocast.
+            ValueError: a meta tensor, another device, ``dim`` out of range, a wrong size at
+                ``dim`` or a shape that does not match the live states.
+        """
         d = self.__dict__
-        if d["in_features"] == d["num_neurons"] and d["_state_names"]:
-            # Fast path of every step after the first: live states of exactly x's shape
-            # prove x valid (they were created or loaded with num_neurons at dim).
-            for name in d["_state_names"]:
+        names = d["_state_names"]
+        if d["in_features"] == d["num_neurons"] and names:
+            # Every step after the first: live states of exactly x's shape and dtype prove x
+            # valid (they were created or loaded with num_neurons at dim).
+            shape, dtype = x.shape, x.dtype
+            states = {}
+            for name in names:
                 state = d[name]
-                if state is None or state.shape != shape:
+                if state is None or state.shape != shape or state.dtype != dtype:
                     break
+                states[name] = state
             else:
-                return
-        try:
-            size = shape[self.dim]
-        except IndexError:
-            raise ValueError(
-                f"{type(self).__name__}: dim={self.dim} is out of range for an input with "
-                f"{x.dim()} dimension(s) (shape {tuple(shape)})"
-            ) from None
-        if self.in_features is not None and size != self.in_features:
-            raise ValueError(
-                f"{type(self).__name__}: expected {self.in_features} features at dim "
-                f"{self.dim}, got input of shape {tuple(shape)}"
-            )
-        if size != self.num_neurons:
+                return x, states
+        return self._read_states_checked(x)
+
+    def _read_states_checked(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`_read_states` with every check made (first step, or a changed input)."""
+        d = self.__dict__
+        live = {name: d[name] for name in d["_state_names"] if d[name] is not None}
+        x = self._check_input(x, next(iter(live.values()), None))
+        shape = x.shape
+        if shape[self.dim] != self.num_neurons:
             dim = self.dim % len(shape)
             shape = torch.Size((*shape[:dim], self.num_neurons, *shape[dim + 1 :]))
-        missing = False
-        for name in self._state_names:
-            state = getattr(self, name)
-            if state is None:
-                missing = True
-            elif state.shape != shape:
+        for name, state in live.items():
+            if state.shape != shape:
                 raise ValueError(
                     f"{type(self).__name__}: input of shape {tuple(x.shape)} does not match "
                     f"the live state {name!r} of shape {tuple(state.shape)} (expected "
                     f"{tuple(shape)}); call zero_states() before changing the batch or "
                     f"spatial shape"
                 )
-        if missing:
-            for name in self._state_names:
-                if getattr(self, name) is None:
-                    setattr(self, name, x.new_zeros(shape))
+        zeros = None
+        states = {}
+        for name in d["_state_names"]:
+            state = live.get(name)
+            if state is None:
+                zeros = x.new_zeros(shape) if zeros is None else zeros
+                state = zeros
+            states[name] = state
+        return x, states
+
+    def _check_input(self, x: Tensor, like: Tensor | None = None) -> Tensor:
+        """Check an input's type, dtype, device and size at ``dim``; the one input check.
+
+        Args:
+            x: The input of one step.
+            like: A live state, whose dtype and device the input must share (``None``: the
+                layer's floating parameters decide, and any floating dtype is accepted by a
+                layer without them).
+
+        Returns:
+            ``x``, cast to the layer's dtype when autocast is on and the dtypes differ.
+        """
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{name}: expected a floating-point input, got {x.dtype}"
+                + (" (complex input is not supported)" if x.is_complex() else "")
+            )
+        if x.is_meta:
+            raise ValueError(f"{name}: expected an input on a real device, got a meta tensor")
+        reference = like if like is not None else self._reference_tensor()
+        if reference is not None:
+            if x.device != reference.device:
+                raise ValueError(
+                    f"{name}: expected an input on {reference.device} (the device of the "
+                    f"layer's {'states' if like is not None else 'parameters'}), got "
+                    f"{x.device}; move the input, or the model with .to()"
+                )
+            if x.dtype != reference.dtype:
+                if torch.is_autocast_enabled(x.device.type):
+                    x = x.to(reference.dtype)
+                else:
+                    held = "live states" if like is not None else "parameters"
+                    raise TypeError(
+                        f"{name}: expected a {reference.dtype} input (the dtype of the layer's "
+                        f"{held}), got {x.dtype}; convert the input, or the model with .to() "
+                        f"(call zero_states() first to drop states of the old dtype)"
+                    )
+        if self.in_features is not None:
+            self._check_features(x, self.in_features)
+        else:
+            self._check_features(x, None)
+        return x
+
+    def _check_features(
+        self, t: Tensor, size: int | None, what: str = "input", who: str | None = None
+    ) -> None:
+        """Raise a ValueError unless ``t`` has ``dim`` in range and ``size`` entries there.
+
+        The one size check, shared by the layers, :func:`tracetorch.load_states` and
+        :class:`~tracetorch.snn.Exciter`.
+
+        Args:
+            t: The tensor to check.
+            size: The size it must have at ``dim`` (``None``: only ``dim`` is checked).
+            what: What ``t`` is, for the message (``"input"``, ``"state"``).
+            who: Who checks, for the message (default: the layer's class name).
+        """
+        who = who or type(self).__name__
+        if not -t.dim() <= self.dim < t.dim():
+            raise ValueError(
+                f"{who}: dim={self.dim} is out of range for an {what} with {t.dim()} "
+                f"dimension(s) (shape {tuple(t.shape)})"
+            )
+        if size is not None and t.shape[self.dim] != size:
+            raise ValueError(
+                f"{who}: expected {size} features at dim {self.dim}, got {what} of shape "
+                f"{tuple(t.shape)}"
+            )
+
+    def _reference_tensor(self) -> Tensor | None:
+        """A floating parameter or buffer of the layer: the dtype and device it works in."""
+        for tensor in self.parameters():
+            if tensor.is_floating_point():
+                return tensor
+        for tensor in self.buffers():
+            if tensor.is_floating_point():
+                return tensor
+        return None
+
+    def _step_failed(self, x: Tensor, states: Mapping[str, Tensor], error: Exception) -> None:
+        """Raise a clear error for a step that failed, when the input or states explain it.
+
+        Called from a built-in layer's ``except`` clause, after which nothing was written.
+        """
+        name = type(self).__name__
+        if torch.is_grad_enabled() and any(s.is_inference() for s in states.values()):
+            raise RuntimeError(
+                f"{name}: the live states were created under torch.inference_mode() and cannot "
+                f"take part in autograd; call zero_states() (or load_states(save_states())) "
+                f"before training"
+            ) from error
+        self._check_input(x, next(iter(states.values()), None))
+        raise error
+
+    def _ensure_states(self, x: Tensor) -> None:
+        """Check ``x`` against the layer and create every ``None`` state as zeros.
+
+        For layers written as in the custom-layer tutorial, which call it first in ``forward``
+        and assign their states (``self.mem = ...``). See :meth:`_read_states` for the checks;
+        live states whose other dimensions differ from ``x`` are an error (never broadcast):
+        call :meth:`zero_states` before a new batch shape.
+
+        Raises:
+            TypeError, ValueError: as :meth:`_read_states`, before any state is changed.
+        """
+        d = self.__dict__
+        _, states = self._read_states(x)
+        created = {name: s for name, s in states.items() if d[name] is None}
+        if created:
+            self._write_states(created)
 
     def _to_working_dim(self, t: Tensor) -> Tensor:
         """Move ``dim`` to the last position (no copy when it already is last)."""
@@ -248,24 +408,38 @@ class Layer(nn.Module):
 
     def zero_states(self) -> None:
         """Forget every hidden state: each reads ``None`` until the next forward."""
-        for name in self._state_names:
-            setattr(self, name, None)
+        self._write_states(dict.fromkeys(self._state_names))
+        self.__dict__["_tt_cache"] = None
 
     def detach_states(self) -> None:
-        """Cut the autograd graph behind every state, keeping its values (truncated BPTT)."""
-        for name in self._state_names:
-            state = getattr(self, name)
-            if state is not None:
-                setattr(self, name, state.detach())
+        """Cut the autograd graph behind every hidden state, keeping its values (truncated BPTT)."""
+        d = self.__dict__
+        live = {name: d[name] for name in self._state_names if d[name] is not None}
+        self._write_states({name: state.detach() for name, state in live.items()})
+        self.__dict__["_tt_cache"] = None
 
     def _apply(self, fn, recurse=True):
         # .to(), .cuda(), .double(), ... move the live states along with the parameters.
         super()._apply(fn, recurse)
-        for name in self._state_names:
-            state = getattr(self, name)
-            if state is not None:
-                setattr(self, name, fn(state))
+        d = self.__dict__
+        live = {name: d[name] for name in self._state_names if d[name] is not None}
+        self._write_states({name: fn(state) for name, state in live.items()})
+        for constraint in self._tt_parameters.values():
+            if constraint.baked:
+                constraint.kept.data = fn(constraint.kept.data)
+                constraint.baked_copy = fn(constraint.baked_copy)
+        self.__dict__["_tt_cache"] = None
         return self
+
+    def __getstate__(self) -> dict[str, object]:
+        # copy.deepcopy and pickle: live states are copied without their autograd graph (a
+        # copy cannot share the original's history), and the value cache is left behind.
+        state = self.__dict__.copy()
+        for name in self._state_names:
+            if state[name] is not None:
+                state[name] = state[name].detach()
+        state["_tt_cache"] = None
+        return state
 
     # ------------------------------------------------------------------------- parameters
 
@@ -282,6 +456,11 @@ class Layer(nn.Module):
     ) -> None:
         """Register a parameter stored raw as ``raw_<name>`` and read as ``self.<name>``.
 
+        Nothing is added to the class: ``self.<name>`` is looked up per instance, and its
+        transform is computed once and reused until the raw tensor changes (an optimizer
+        step, ``load_state_dict``), the graph behind it is used by a backward pass, the grad
+        mode changes, or :meth:`zero_states` / :meth:`detach_states` is called.
+
         Args:
             name: Public name; ``self.<name>`` returns ``transform(raw_<name>)``.
             value: The value the parameter starts with (not the raw value): a float or a
@@ -293,9 +472,10 @@ class Layer(nn.Module):
             low, high: Open bounds the value must lie within (``None``: unbounded).
 
         Raises:
-            ValueError: bad rank, wrong length, NaN/inf or out-of-bounds value, or a name
-                already in use.
-            TypeError: a value that is neither a real number nor a tensor.
+            ValueError: bad rank, wrong length, NaN/inf or out-of-bounds value, a meta
+                tensor, or a name already in use.
+            TypeError: a value that is neither a real number nor a real tensor, or a
+                ``learnable`` that is not a bool.
         """
         layer = type(self).__name__
         self._check_new_name(name, "parameter")
@@ -303,22 +483,9 @@ class Layer(nn.Module):
             raise ValueError(f"{layer}: cannot register parameter {name!r}: raw_{name} exists")
         if rank not in (0, 1) or isinstance(rank, bool):
             raise ValueError(f"{layer}: expected {name}_rank to be 0 or 1, got {rank!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
-            raise TypeError(
-                f"{layer}: expected {name} to be a float or a 0-d/1-d tensor, got "
-                f"{type(value).__name__}"
-            )
-        if isinstance(value, Tensor):
-            tensor = value.detach().clone()
-            if not tensor.is_floating_point():
-                tensor = tensor.to(torch.get_default_dtype())
-        else:
-            tensor = torch.tensor(float(value), dtype=torch.get_default_dtype())
-        if tensor.dim() > 1:
-            raise ValueError(
-                f"{layer}: expected {name} to be a float or a 0-d/1-d tensor, got a tensor of "
-                f"shape {tuple(tensor.shape)}"
-            )
+        if not isinstance(learnable, bool):
+            raise TypeError(f"{layer}: expected learn_{name} to be a bool, got {learnable!r}")
+        tensor = _real_tensor(layer, name, value)
         if tensor.dim() == 1:
             allowed = (1,) if rank == 0 else (1, self.num_neurons)
             if tensor.numel() not in allowed:
@@ -328,11 +495,18 @@ class Layer(nn.Module):
                 )
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{layer}: {name} must be finite, got {value!r}")
-        too_low = low is not None and bool((tensor <= low).any())
-        too_high = high is not None and bool((tensor >= high).any())
-        if too_low or too_high:
-            bounds = f"({'-inf' if low is None else low}, {'inf' if high is None else high})"
+        bounds = f"({'-inf' if low is None else low}, {'inf' if high is None else high})"
+        exact = tensor.double() if not isinstance(value, Tensor) else tensor
+        if _outside(exact, low, high):
             raise ValueError(f"{layer}: expected {name} in {bounds}, got {value!r}")
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            tensor = tensor.to(torch.get_default_dtype())
+        if _outside(tensor, low, high):
+            raise ValueError(
+                f"{layer}: {name}={value!r} rounds to {tensor.flatten()[0].item()!r} in "
+                f"{tensor.dtype}, outside {bounds}; use a value further from the bound or "
+                f"a float64 default dtype (torch.set_default_dtype)"
+            )
         tensor = tensor.reshape(()) if rank == 0 else tensor.expand(self.num_neurons).clone()
         raw = tensor if inverse is None else inverse(tensor)
         if not torch.isfinite(raw).all():
@@ -341,49 +515,133 @@ class Layer(nn.Module):
             self.register_parameter("raw_" + name, nn.Parameter(raw))
         else:
             self.register_buffer("raw_" + name, raw)
-        self._tt_parameters[name] = _ParameterSpec(transform, inverse, rank, learnable)
-        cls = type(self)
-        if not isinstance(getattr(cls, name, None), _TransformedProperty):
-            setattr(cls, name, _transformed_property(name))
+        self._tt_parameters[name] = _Constraint(transform, inverse, rank, learnable)
+        self.__dict__["_tt_cache"] = None
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Names of the constrained parameters registered with :meth:`_register_parameter`."""
         return tuple(self._tt_parameters)
 
+    def _parameter_values(self, ndim: int | None = None) -> dict[str, Tensor]:
+        """The value of every constrained parameter by name, transforms computed once.
+
+        The values are cached while the tensors they come from are unchanged (the same
+        objects, at the same in-place version) and the grad mode is the same; a backward pass
+        through them, :meth:`zero_states`, :meth:`detach_states`, ``.to()``,
+        :meth:`TTcompile` and :meth:`TTdecompile` drop the cache. Under ``torch.compile`` and
+        ``torch.func`` transforms they are computed afresh each time (a compiled graph fuses
+        the transforms into the step).
+
+        Args:
+            ndim: With the number of dimensions of an input, the values come viewed to
+                broadcast along ``dim`` (see :meth:`_along_dim`); ``None``: as stored.
+        """
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            values = self._compute_values(cache=False)
+            return values if ndim is None else self._viewed(values, ndim)
+        cache = self.__dict__["_tt_cache"]
+        if cache is not None and cache.grad == torch.is_grad_enabled():
+            for store, key, tensor, version in cache.sources:
+                if store.get(key) is not tensor or tensor._version != version:
+                    break
+            else:
+                if ndim is None:
+                    return cache.values
+                viewed = cache.viewed.get(ndim)
+                if viewed is None:
+                    viewed = cache.viewed[ndim] = self._viewed(cache.values, ndim)
+                return viewed
+        values = self._compute_values(cache=True)
+        if ndim is None:
+            return values
+        viewed = self._viewed(values, ndim)
+        self.__dict__["_tt_cache"].viewed[ndim] = viewed
+        return viewed
+
+    def _viewed(self, values: dict[str, Tensor], ndim: int) -> dict[str, Tensor]:
+        if self.dim == -1 or ndim - 1 - self.dim % ndim == 0:
+            return values
+        return {name: self._along_dim(value, ndim) for name, value in values.items()}
+
+    def _compute_values(self, cache: bool) -> dict[str, Tensor]:
+        """Every value through its transform, cached with what it came from when ``cache``."""
+        values: dict[str, Tensor] = {}
+        sources = []
+        baked = False
+        for name, c in self._tt_parameters.items():
+            if c.baked:
+                baked = True
+                store, key = self._buffers, name
+            else:
+                store, key = (self._parameters if c.learnable else self._buffers), "raw_" + name
+            tensor = store[key]
+            sources.append((store, key, tensor, tensor._version))
+            if c.baked or c.transform is None:
+                values[name] = tensor
+            else:
+                values[name] = c.transform(tensor)
+        if baked and self.training and torch.is_grad_enabled() and not self._tt_warned_baked:
+            self.__dict__["_tt_warned_baked"] = True
+            warnings.warn(
+                f"{type(self).__name__}: running a TTcompile()d layer with autograd in training "
+                f"mode: its baked parameters are buffers and will not learn; call "
+                f"TTdecompile() before training again",
+                stacklevel=4,
+            )
+        if not cache:
+            return values
+        grad = torch.is_grad_enabled()
+        entry = _ValueCache(grad, tuple(sources), values, {})
+        if grad:
+            hook = None
+            for value in values.values():
+                if value.grad_fn is not None:
+                    hook = hook or _forget_values(weakref.ref(self), entry)
+                    value.register_hook(hook)
+        self.__dict__["_tt_cache"] = entry
+        return values
+
     @torch.no_grad()
     def TTcompile(self) -> None:  # noqa: N802 (public name of the API)
         """Bake every transformed parameter into a plain buffer, for inference.
 
         ``self.<name>`` then reads the stored value without recomputing the transform. Calling
-        it again does nothing. :meth:`TTdecompile` undoes it.
+        it again does nothing. :meth:`TTdecompile` undoes it. Running a baked layer with
+        autograd in training mode warns once: its parameters do not learn while baked.
         """
-        for name, spec in self._tt_parameters.items():
-            if spec.baked:
+        for name, c in self._tt_parameters.items():
+            if c.baked:
                 continue
-            store = self._parameters if spec.learnable else self._buffers
+            store = self._parameters if c.learnable else self._buffers
             raw = store.pop("raw_" + name)
-            value = raw if spec.transform is None else spec.transform(raw)
+            value = raw if c.transform is None else c.transform(raw)
             self._buffers[name] = value.detach().clone()
-            spec.kept, spec.baked = raw, True
+            c.kept, c.baked, c.baked_copy = raw, True, value.detach().clone()
+        self.__dict__["_tt_cache"] = None
 
     @torch.no_grad()
     def TTdecompile(self) -> None:  # noqa: N802 (public name of the API)
-        """Restore the raw trainable form of every baked parameter through its inverse.
+        """Restore the raw trainable form of every baked parameter.
 
         The original ``nn.Parameter`` objects come back (so an optimizer that holds them keeps
-        working), holding the inverse transform of the baked value. Calling it again does
-        nothing.
+        working). When the baked value was not changed they hold exactly the raw values they
+        held before :meth:`TTcompile` (bit for bit, whatever the transform rounded); when it
+        was changed, they hold its inverse transform, computed in float64 and kept finite.
+        Calling it again does nothing.
         """
-        for name, spec in self._tt_parameters.items():
-            if not spec.baked:
+        for name, c in self._tt_parameters.items():
+            if not c.baked:
                 continue
             value = self._buffers.pop(name)
-            raw = spec.kept
-            raw.data = value if spec.inverse is None else spec.inverse(value)
-            store = self._parameters if spec.learnable else self._buffers
+            raw = c.kept
+            if not torch.equal(value, c.baked_copy):
+                raw.data = _stable_inverse(c, value).to(raw.dtype)
+            store = self._parameters if c.learnable else self._buffers
             store["raw_" + name] = raw
-            spec.kept, spec.baked = None, False
+            c.kept, c.baked, c.baked_copy = None, False, None
+        self.__dict__["_tt_cache"] = None
+        self._tt_warned_baked = False
 
     # ------------------------------------------------------------------------------- repr
 
@@ -391,18 +649,67 @@ class Layer(nn.Module):
         parts = [f"num_neurons={self.num_neurons}", f"dim={self.dim}"]
         if self.in_features is not None and self.in_features != self.num_neurons:
             parts.insert(0, f"in_features={self.in_features}")
-        for name, spec in self._tt_parameters.items():
-            value = getattr(self, name).detach()
+        with torch.no_grad():
+            values = self._parameter_values()
+        for name, c in self._tt_parameters.items():
+            value = values[name]
             low, high = value.min().item(), value.max().item()
             shown = f"{low:.4g}" if low == high else f"[{low:.4g}..{high:.4g}]"
-            flags = ["per neuron" if spec.rank else "shared"]
-            flags.append("learnable" if spec.learnable else "fixed")
-            if spec.baked:
+            flags = ["per neuron" if c.rank else "shared"]
+            flags.append("learnable" if c.learnable else "fixed")
+            if c.baked:
                 flags.append("baked")
             parts.append(f"{name}={shown} ({', '.join(flags)})")
         states = []
         for name in self._state_names:
-            state = getattr(self, name)
+            state = self.__dict__[name]
             states.append(f"{name}: {'None' if state is None else list(state.shape)}")
         parts.append("states={" + ", ".join(states) + "}")
         return ", ".join(parts)
+
+
+def _positive_int(layer: str, arg: str, value: object) -> int:
+    """``value`` as an int when it is a positive integer (``numpy.int64`` too, not bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{layer}: expected {arg} to be a positive int, got {value!r}")
+    return int(value)
+
+
+def _real_tensor(layer: str, name: str, value: object) -> Tensor:
+    """A parameter's starting value as a 0-d/1-d real tensor (a copy), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
+        raise TypeError(
+            f"{layer}: expected {name} to be a float or a 0-d/1-d tensor, got "
+            f"{type(value).__name__}"
+        )
+    if not isinstance(value, Tensor):
+        return torch.tensor(float(value), dtype=torch.float64)
+    if value.is_meta:
+        raise ValueError(f"{layer}: expected {name} on a real device, got a meta tensor")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{layer}: expected {name} to be a real tensor, got {value.dtype}")
+    if value.dim() > 1:
+        raise ValueError(
+            f"{layer}: expected {name} to be a float or a 0-d/1-d tensor, got a tensor of "
+            f"shape {tuple(value.shape)}"
+        )
+    return value.detach().clone()
+
+
+def _outside(tensor: Tensor, low: float | None, high: float | None) -> bool:
+    return (low is not None and bool((tensor <= low).any())) or (
+        high is not None and bool((tensor >= high).any())
+    )
+
+
+def _stable_inverse(c: _Constraint, value: Tensor) -> Tensor:
+    """The raw tensor for a changed baked value: the inverse in float64, kept finite.
+
+    A value the transform cannot reach exactly in its dtype (a decay that rounded to 1.0)
+    maps to the largest finite raw value instead of ``inf``.
+    """
+    if c.inverse is None:
+        return value
+    raw = c.inverse(value.double())
+    big = torch.finfo(value.dtype).max
+    return torch.nan_to_num(raw, nan=0.0, posinf=min(big, 1e300), neginf=-min(big, 1e300))

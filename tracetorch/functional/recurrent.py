@@ -3,13 +3,13 @@
 The equations and the parameter layout are those of PyTorch's ``nn.RNNCell``, ``nn.GRUCell``
 and ``nn.LSTMCell``: ``weight_ih`` is ``[G * H, I]`` and ``weight_hh`` is ``[G * H, H]``,
 with the ``G`` gate blocks stacked along the first dimension (GRU: ``r, z, n``; LSTM:
-``i, f, g, o``), and the two biases ``[G * H]`` (or ``None``).
+``i, f, g, o``), and the two biases ``[G * H]`` (or ``None``). Each step calls the fused
+kernel behind the matching PyTorch cell (``torch.gru_cell``, ...), on any leading shape.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["gru_step", "lstm_step", "rnn_step"]
@@ -43,12 +43,13 @@ def rnn_step(
         >>> h
         tensor([[0.9951, 0.9951]])
     """
-    pre = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
     if nonlinearity == "tanh":
-        return torch.tanh(pre)
-    if nonlinearity == "relu":
-        return torch.relu(pre)
-    raise ValueError(f"rnn_step: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r}")
+        cell = torch.rnn_tanh_cell
+    elif nonlinearity == "relu":
+        cell = torch.rnn_relu_cell
+    else:
+        raise ValueError(f"rnn_step: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r}")
+    return cell(*_rows(x, h), weight_ih, weight_hh, bias_ih, bias_hh).view(h.shape)
 
 
 def gru_step(
@@ -82,12 +83,7 @@ def gru_step(
         >>> gru_step(torch.ones(1, 2), torch.ones(1, 3), w_ih, w_hh)  # z = 0.5, n = 0
         tensor([[0.5000, 0.5000]])
     """
-    gi = F.linear(x, weight_ih, bias_ih)
-    gh = F.linear(h, weight_hh, bias_hh)
-    split = 2 * h.shape[-1]
-    r, z = torch.sigmoid(gi[..., :split] + gh[..., :split]).chunk(2, dim=-1)
-    n = torch.tanh(gi[..., split:] + r * gh[..., split:])
-    return n + z * (h - n)
+    return torch.gru_cell(*_rows(x, h), weight_ih, weight_hh, bias_ih, bias_hh).view(h.shape)
 
 
 def lstm_step(
@@ -122,8 +118,14 @@ def lstm_step(
         >>> c  # f = 0.5, i * g = 0
         tensor([[0.5000, 0.5000]])
     """
-    gates = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
-    return h, c
+    x_rows, h_rows = _rows(x, h)
+    c_rows = c.reshape(-1, c.shape[-1])
+    h_new, c_new = torch.lstm_cell(
+        x_rows, (h_rows, c_rows), weight_ih, weight_hh, bias_ih, bias_hh
+    )
+    return h_new.view(h.shape), c_new.view(c.shape)
+
+
+def _rows(x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """``x`` and ``h`` as 2-d ``[rows, features]``, as PyTorch's fused cell kernels take them."""
+    return x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1])

@@ -64,11 +64,23 @@ class CellLayer(Layer):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        states = [self._to_working_dim(getattr(self, name)) for name in self._state_names]
-        new = [self._from_working_dim(s) for s in self._step(self._to_working_dim(x), *states)]
-        for name, state in zip(self._state_names, new, strict=True):
-            setattr(self, name, state)
+        """One timestep: the new states from ``x`` and the states; returns the first state.
+
+        Args:
+            x: The input, ``(*, in_features, *)`` with the features at ``dim``.
+
+        Returns:
+            The new hidden state, shaped like ``x`` with ``out_features`` at ``dim``.
+        """
+        x, states = self._read_states(x)
+        try:
+            new = self._step(
+                self._to_working_dim(x), *(self._to_working_dim(s) for s in states.values())
+            )
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(x, states, error)
+        new = [self._from_working_dim(s) for s in new]
+        self._write_states(dict(zip(self._state_names, new, strict=True)))
         return new[0]
 
     @property

@@ -40,14 +40,27 @@ class MiniGRU(Layer):
         self._initialize_state("H")
 
     def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        h = minigru_step(
-            self._to_working_dim(self.H),
-            self._to_working_dim(x),
-            self.gates.weight,
-            self.gates.bias,
-            self.candidate.weight,
-            self.candidate.bias,
-        )
-        self.H = self._from_working_dim(h)
-        return self.H
+        """One timestep: the new hidden state ``H`` from ``x`` and ``H``; returns it.
+
+        Args:
+            x: The input, ``(*, in_features, *)`` with the features at ``dim``.
+
+        Returns:
+            The new ``H``, shaped like ``x`` with ``out_features`` at ``dim``.
+        """
+        x, states = self._read_states(x)
+        gates, candidate = self.gates, self.candidate
+        try:
+            h = minigru_step(
+                self._to_working_dim(states["H"]),
+                self._to_working_dim(x),
+                gates.weight,
+                gates.bias,
+                candidate.weight,
+                candidate.bias,
+            )
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(x, states, error)
+        h = self._from_working_dim(h)
+        self._write_states({"H": h})
+        return h

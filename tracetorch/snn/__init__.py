@@ -1,79 +1,22 @@
-"""Spiking and leaky-integrator layers."""
+"""Spiking and leaky-integrator layers.
 
+The leaky-integrator family (``LIF``, ``LI``, ``LIB``, ... see :mod:`tracetorch.snn.family`)
+is one layer, :class:`LeakyIntegrator`, under 33 names; :class:`Decay` is the custom-layer
+tutorial's name for :class:`LI`.
+"""
+
+from . import family
 from .decay import Decay
 from .exciter import Exciter, ExciterFunction
-from .family import (
-    DLI,
-    DLIB,
-    DLIEMA,
-    DLIT,
-    DLITS,
-    DRLIB,
-    DRLIT,
-    DRLITS,
-    DSLI,
-    DSLIB,
-    DSLIEMA,
-    DSLIT,
-    DSLITS,
-    DSRLIB,
-    DSRLIT,
-    DSRLITS,
-    LI,
-    LIB,
-    LIEMA,
-    LIF,
-    LIT,
-    LITS,
-    RLIB,
-    RLIT,
-    RLITS,
-    SLI,
-    SLIB,
-    SLIEMA,
-    SLIT,
-    SLITS,
-    SRLIB,
-    SRLIT,
-    SRLITS,
-)
+from .family import LIF, NAMES
 from .layer import Layer
 from .leaky import LeakyIntegrator
 
-__all__ = [
-    "DLI",
-    "DLIB",
-    "DLIEMA",
-    "DLIT",
-    "DLITS",
-    "DRLIB",
-    "DRLIT",
-    "DRLITS",
-    "DSLI",
-    "DSLIB",
-    "DSLIEMA",
-    "DSLIT",
-    "DSLITS",
-    "DSRLIB",
-    "DSRLIT",
-    "DSRLITS",
-    "LI",
-    "LIB",
-    "LIEMA",
+globals().update({name: getattr(family, name) for name in NAMES})
+
+__all__ = [  # noqa: PLE0604 (the family's names are listed once, in family.NAMES)
     "LIF",
-    "LIT",
-    "LITS",
-    "RLIB",
-    "RLIT",
-    "RLITS",
-    "SLI",
-    "SLIB",
-    "SLIEMA",
-    "SLIT",
-    "SLITS",
-    "SRLIB",
-    "SRLIT",
-    "SRLITS",
+    *NAMES,
     "Decay",
     "Exciter",
     "ExciterFunction",

@@ -1,17 +1,17 @@
-"""Decay: a leaky integrator that returns its membrane."""
+"""Decay: the custom-layer tutorial's name for the leaky integrator :class:`~tracetorch.snn.LI`."""
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from ..functional.integrate import leaky_integrate
-from .layer import Layer
+from .family import LI
 
 __all__ = ["Decay"]
 
 
-class Decay(Layer):
-    """Leaky integrator without firing: ``mem = beta * mem + x``, returns ``mem``.
+class Decay(LI):
+    """Leaky integrator without firing, ``mem = beta * mem + x``, returning ``mem``.
+
+    The same layer as :class:`~tracetorch.snn.LI` (same parameters, states, outputs and
+    ``state_dict`` keys), under the name the custom-layer tutorial and the design use.
 
     Args:
         num_neurons: Number of neurons (features at ``dim``).
@@ -36,30 +36,3 @@ class Decay(Layer):
         >>> y
         tensor([[1.7500, 1.7500, 1.7500]], grad_fn=<AddBackward0>)
     """
-
-    def __init__(
-        self,
-        num_neurons: int,
-        beta: float | Tensor = 0.9,
-        dim: int = -1,
-        beta_rank: int = 1,
-        learn_beta: bool = True,
-    ) -> None:
-        super().__init__(num_neurons, dim=dim)
-        self._register_decay("beta", beta, beta_rank, learn_beta)
-        self._initialize_state("mem")
-
-    def forward(self, x: Tensor) -> Tensor:
-        # The hot path of the overhead benchmark, written out: a live ``mem`` of x's shape
-        # proves x valid (the check _ensure_states's own fast path makes, without the method
-        # call), and the state goes straight to its slot. Measured at batch 1 against the
-        # plain form ``self._ensure_states(x)`` ... ``self.mem = ...``: 46.0 vs 46.9 us a step
-        # of benchmarks/overhead.py's network (plain PyTorch: 42.6 us).
-        mem = self.mem
-        if mem is None or mem.shape != x.shape:  # first step, or an input to check in full
-            self._ensure_states(x)
-            mem = self.mem
-        beta = self.beta if self.dim == -1 else self._along_dim(self.beta, x.dim())
-        mem = leaky_integrate(mem, x, beta)
-        self.__dict__["mem"] = mem
-        return mem

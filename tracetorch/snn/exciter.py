@@ -72,16 +72,25 @@ class ExciterFunction(torch.autograd.Function):
         return grad_input, None, None, None, None, None
 
 
-@torch.compiler.disable(
-    reason="Exciter backward callbacks are Python code the autograd engine runs at backward time"
-)
-def _apply_eagerly(*args: Any) -> Tensor:
+_eager_apply: Callable[..., Tensor] | None = None
+
+
+def _apply_eagerly() -> Callable[..., Tensor]:
     """``ExciterFunction.apply`` kept out of ``torch.compile`` graphs (a graph break).
 
     Callbacks are Python code the autograd engine must run at backward time; a compiled
-    graph would trace the backward ahead of time instead.
+    graph would trace the backward ahead of time instead. Made on first use (when a callback
+    is registered): ``torch.compiler.disable`` imports ``torch._dynamo``, seconds that
+    ``import tracetorch`` should not cost.
     """
-    return ExciterFunction.apply(*args)
+    global _eager_apply
+    if _eager_apply is None:
+        _eager_apply = torch.compiler.disable(
+            ExciterFunction.apply,
+            reason="Exciter backward callbacks are Python code the autograd engine runs at "
+            "backward time",
+        )
+    return _eager_apply
 
 
 class Exciter(Layer):
@@ -145,28 +154,18 @@ class Exciter(Layer):
             raise ValueError(f"Exciter: expected low < high, got low={low!r}, high={high!r}")
         self.low = float(low)
         self.high = float(high)
-        self.select_last = bool(select_last)
+        if not isinstance(select_last, bool):
+            raise TypeError(f"Exciter: expected select_last to be a bool, got {select_last!r}")
+        self.select_last = select_last
         self._backward_callbacks: OrderedDict[int, BackwardCallback] = OrderedDict()
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        self._check_features(x, self.num_neurons)
         # len(): torch.compile guards on a dict's length, not on its truth value
         if len(self._backward_callbacks) > 0:
-            return _apply_eagerly(x, self.low, self.high, self.select_last, self.dim, self)
+            apply = _eager_apply if _eager_apply is not None else _apply_eagerly()
+            return apply(x, self.low, self.high, self.select_last, self.dim, self)
         return ExciterFunction.apply(x, self.low, self.high, self.select_last, self.dim, None)
-
-    def _check_input(self, x: Tensor) -> None:
-        """Raise a ValueError unless ``x`` has ``num_neurons`` features at ``dim``."""
-        if not -x.dim() <= self.dim < x.dim():
-            raise ValueError(
-                f"Exciter: dim={self.dim} is out of range for an input with {x.dim()} "
-                f"dimension(s) (shape {tuple(x.shape)})"
-            )
-        if x.shape[self.dim] != self.num_neurons:
-            raise ValueError(
-                f"Exciter: expected {self.num_neurons} features at dim {self.dim}, got input "
-                f"of shape {tuple(x.shape)}"
-            )
 
     def register_backward_callback(self, fn: BackwardCallback) -> RemovableHandle:
         """Register ``fn(layer, grad_output)`` to be called during every backward pass.
@@ -201,6 +200,7 @@ class Exciter(Layer):
         """
         if not callable(fn):
             raise TypeError(f"Exciter: expected a callable callback, got {type(fn).__name__}")
+        _apply_eagerly()
         handle = RemovableHandle(self._backward_callbacks)
         self._backward_callbacks[handle.id] = fn
         return handle

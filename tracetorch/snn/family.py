@@ -20,8 +20,7 @@ from torch import Tensor
 
 from ..autograd.surrogate import SURROGATES, spike_fn
 from ..functional.leaky import LeakyConfig
-from ..functional.spike import sigmoid4x
-from .leaky import LeakyIntegrator, parameter_specs, state_names
+from .leaky import DEFAULT_SPIKE, LeakyIntegrator, parameter_specs, state_names
 
 NAMES = (
     *("LI", "DLI", "SLI", "DSLI", "LIEMA", "DLIEMA", "SLIEMA", "DSLIEMA"),
@@ -117,9 +116,10 @@ def _docstring(name: str, config: LeakyConfig, specs) -> str:
     if config.firing != "none":
         lines += _entry(
             "spike_fn",
-            "Maps ``membrane - threshold`` to a firing value. Default: "
-            ":func:`~tracetorch.functional.sigmoid4x`; ``tt.autograd.spike_fn()`` gives hard "
-            "spikes with a surrogate gradient.",
+            "Maps ``membrane - threshold`` to a firing value. Default: a hard spike "
+            "(``tt.autograd.spike_fn('atan')``: exactly 0 or 1 forward, the arctan surrogate "
+            "derivative backward); :func:`~tracetorch.functional.sigmoid4x` gives smooth "
+            "firing instead.",
         )
         lines += _entry(
             "quant_fn",
@@ -165,7 +165,7 @@ def _signature(config: LeakyConfig, specs) -> inspect.Signature:
     args += [arg(f"{p}_rank", 1, int) for p, _, _ in specs]
     args += [arg(f"learn_{p}", True, bool) for p, _, _ in specs]
     if config.firing != "none":
-        args.append(arg("spike_fn", sigmoid4x, Callable[[Tensor], Tensor]))
+        args.append(arg("spike_fn", DEFAULT_SPIKE, Callable[[Tensor], Tensor]))
         args.append(arg("quant_fn", None, Callable[[Tensor], Tensor] | None))
     return inspect.Signature(args, return_annotation=None)
 
@@ -198,38 +198,10 @@ def _configure(name: str) -> type[LeakyIntegrator]:
     return type(name, (LeakyIntegrator,), namespace)
 
 
-LI = _configure("LI")
-DLI = _configure("DLI")
-SLI = _configure("SLI")
-DSLI = _configure("DSLI")
-LIEMA = _configure("LIEMA")
-DLIEMA = _configure("DLIEMA")
-SLIEMA = _configure("SLIEMA")
-DSLIEMA = _configure("DSLIEMA")
-LIB = _configure("LIB")
-DLIB = _configure("DLIB")
-SLIB = _configure("SLIB")
-RLIB = _configure("RLIB")
-DSLIB = _configure("DSLIB")
-DRLIB = _configure("DRLIB")
-SRLIB = _configure("SRLIB")
-DSRLIB = _configure("DSRLIB")
-LIT = _configure("LIT")
-DLIT = _configure("DLIT")
-SLIT = _configure("SLIT")
-RLIT = _configure("RLIT")
-DSLIT = _configure("DSLIT")
-DRLIT = _configure("DRLIT")
-SRLIT = _configure("SRLIT")
-DSRLIT = _configure("DSRLIT")
-LITS = _configure("LITS")
-DLITS = _configure("DLITS")
-SLITS = _configure("SLITS")
-RLITS = _configure("RLITS")
-DSLITS = _configure("DSLITS")
-DRLITS = _configure("DRLITS")
-SRLITS = _configure("SRLITS")
-DSRLITS = _configure("DSRLITS")
+# Every name of the family, made from its switches (listed once, in NAMES).
+for _name in NAMES:
+    globals()[_name] = _configure(_name)
+del _name
 
 
 class LIF(LeakyIntegrator):

@@ -13,10 +13,13 @@ from typing import ClassVar, NamedTuple
 from torch import Tensor
 
 from ..functional.leaky import LeakyConfig, leaky_step
-from ..functional.spike import sigmoid4x
+from ..autograd.surrogate import SpikeFn
 from .layer import Layer
 
-__all__ = ["LeakyIntegrator", "ParameterSpec", "parameter_specs", "state_names"]
+__all__ = ["DEFAULT_SPIKE", "LeakyIntegrator", "ParameterSpec", "parameter_specs", "state_names"]
+
+DEFAULT_SPIKE = SpikeFn("atan")
+"""The default ``spike_fn`` of the firing kinds: a Heaviside spike with the arctan surrogate."""
 
 
 class ParameterSpec(NamedTuple):
@@ -80,7 +83,9 @@ class LeakyIntegrator(Layer):
     Args:
         num_neurons: Number of neurons (features at ``dim``).
         dim: The feature dimension of the input.
-        spike_fn: Firing kinds: maps ``membrane - threshold`` to a firing value.
+        spike_fn: Firing kinds: maps ``membrane - threshold`` to a firing value (default: a
+            hard spike in ``{0, 1}`` with the arctan surrogate gradient; pass
+            :func:`~tracetorch.functional.sigmoid4x` for smooth firing).
         quant_fn: Firing kinds: applied to the firing value (``None``: identity).
         **parameters: For each parameter ``p`` of ``specs``: its value ``p`` (a float or a
             0-d/1-d tensor), ``p_rank`` (0: one value shared by the layer, 1: one per neuron)
@@ -99,7 +104,7 @@ class LeakyIntegrator(Layer):
         self,
         num_neurons: int,
         dim: int = -1,
-        spike_fn: Callable[[Tensor], Tensor] = sigmoid4x,
+        spike_fn: Callable[[Tensor], Tensor] = DEFAULT_SPIKE,
         quant_fn: Callable[[Tensor], Tensor] | None = None,
         **parameters: object,
     ) -> None:
@@ -128,19 +133,25 @@ class LeakyIntegrator(Layer):
             register[kind](p, parameters.get(p, default), rank, learnable)
         for state in state_names(self.config):
             self._initialize_state(state)
-        self._param_names = tuple(names)
         self.spike_fn = spike_fn
         self.quant_fn = quant_fn
 
     def forward(self, x: Tensor) -> Tensor:
-        self._ensure_states(x)
-        params = {p: getattr(self, p) for p in self._param_names}
-        if self.dim != -1:  # per-neuron values broadcast along dim; no dimension is moved
-            ndim = x.dim()
-            params = {p: self._along_dim(value, ndim) for p, value in params.items()}
-        d = self.__dict__  # states live in their own slots (see Layer.__setattr__)
-        out, new = leaky_step(x, d, params, self.config, self.spike_fn, self.quant_fn)
-        d.update(new)
+        """One timestep: integrate ``x``, fire and reset; returns the output of this step.
+
+        Args:
+            x: The input current, ``(*, num_neurons, *)`` with the neurons at ``dim``.
+
+        Returns:
+            The spikes (firing kinds) or the membrane, shaped like ``x``.
+        """
+        x, states = self._read_states(x)
+        params = self._parameter_values(x.dim())
+        try:
+            out, new = leaky_step(x, states, params, self.config, self.spike_fn, self.quant_fn)
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(x, states, error)
+        self._write_states(new)
         return out
 
     def extra_repr(self) -> str:
