@@ -11,6 +11,7 @@ from .model import (
     save_states,
     zero_states,
 )
+from .sequence import run, sequence_mode
 
 __all__ = [
     "Layer",
@@ -20,6 +21,8 @@ __all__ = [
     "detach_states",
     "layers",
     "load_states",
+    "run",
     "save_states",
+    "sequence_mode",
     "zero_states",
 ]

@@ -40,7 +40,7 @@ class _ValueCache:
     """
 
     grad: bool
-    sources: tuple[tuple[dict, str, Tensor, int], ...]  # (store, key, tensor, version)
+    sources: tuple[tuple[dict, str, Tensor, int], ...]  # store, key, tensor, version
     values: dict[str, Tensor]
     viewed: dict[int, dict[str, Tensor]]
 
@@ -373,6 +373,51 @@ class Layer(nn.Module):
         created = {name: s for name, s in states.items() if d[name] is None}
         if created:
             self._write_states(created)
+
+    # -------------------------------------------------------------------- sequence mode
+
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """Run a whole sequence, ``[T, *step_shape]`` in, ``[T, *out_step_shape]`` out.
+
+        Equal to stacking ``forward(x)`` for every ``x`` in ``xs`` (outputs, gradients, and
+        the states left behind: those of the last step). This default implementation is that
+        loop, so every layer has a correct sequence mode; the built-in layers override it
+        with faster paths. ``dim`` keeps meaning the feature dimension of one step.
+
+        Args:
+            xs: The inputs of ``T >= 1`` steps, time first.
+
+        Returns:
+            The outputs of every step, time first.
+        """
+        self._check_sequence(xs)
+        step = type(self).forward
+        return torch.stack([step(self, x) for x in xs])
+
+    def _check_sequence(self, xs: Tensor) -> None:
+        """Raise a clear error unless ``xs`` is a tensor with a time dimension first."""
+        if not isinstance(xs, Tensor):
+            raise TypeError(f"{type(self).__name__}: expected a tensor, got {type(xs).__name__}")
+        if xs.dim() < 2 or xs.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__}: sequence mode expects [T, *step_shape] with T >= 1 "
+                f"(time first), got shape {tuple(xs.shape)}"
+            )
+
+    def _read_sequence_states(self, xs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`_read_states` for a sequence: checks its first step, returns ``(xs, states)``.
+
+        Every step of ``xs`` shares the first step's shape, dtype and device, so checking one
+        checks all; under autocast the whole sequence is cast like a step would be.
+        """
+        self._check_sequence(xs)
+        try:
+            x0, states = self._read_states(xs[0])
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{error} (sequence mode: xs is [T, *step_shape])") from None
+        if x0.dtype != xs.dtype:
+            xs = xs.to(x0.dtype)
+        return xs, states
 
     def _to_working_dim(self, t: Tensor) -> Tensor:
         """Move ``dim`` to the last position (no copy when it already is last)."""

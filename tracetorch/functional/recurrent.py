@@ -120,9 +120,7 @@ def lstm_step(
     """
     x_rows, h_rows = _rows(x, h)
     c_rows = c.reshape(-1, c.shape[-1])
-    h_new, c_new = torch.lstm_cell(
-        x_rows, (h_rows, c_rows), weight_ih, weight_hh, bias_ih, bias_hh
-    )
+    h_new, c_new = torch.lstm_cell(x_rows, (h_rows, c_rows), weight_ih, weight_hh, bias_ih, bias_hh)
     return h_new.view(h.shape), c_new.view(c.shape)
 
 

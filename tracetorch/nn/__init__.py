@@ -1,5 +1,6 @@
 """Stateless building blocks used beside the stateful layers."""
 
 from .masked_linear import MaskedLinear
+from .time_distributed import TimeDistributed
 
-__all__ = ["MaskedLinear"]
+__all__ = ["MaskedLinear", "TimeDistributed"]

@@ -83,6 +83,41 @@ class CellLayer(Layer):
         self._write_states(dict(zip(self._state_names, new, strict=True)))
         return new[0]
 
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """A whole sequence in one call of PyTorch's fused multi-step kernel (``torch.gru``, ...).
+
+        ``xs`` is ``[T, *step_shape]``; every step's leading dimensions are flattened into
+        one batch for the kernel (the one ``nn.GRU``/``nn.LSTM``/``nn.RNN`` call) and
+        restored after. Equal to calling :meth:`forward` on each step; the states left are
+        the last step's.
+        """
+        xs, states = self._read_sequence_states(xs)
+        steps = xs.shape[0]
+        step_dim = self.dim if self.dim < 0 else self.dim + 1  # dim counted in one step
+        seq = xs if step_dim == -1 or step_dim == xs.dim() - 1 else xs.movedim(step_dim, -1)
+        batch_shape = seq.shape[1:-1]
+        rows = seq.reshape(steps, -1, seq.shape[-1])
+        first = [self._to_working_dim(s).reshape(1, -1, self.num_neurons) for s in states.values()]
+        try:
+            out, *last = self._sequence_kernel(rows, first)
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(xs[0], states, error)
+        out = out.reshape(steps, *batch_shape, self.num_neurons)
+        if not (step_dim == -1 or step_dim == xs.dim() - 1):
+            out = out.movedim(-1, step_dim)
+        new = [self._from_working_dim(s.reshape(*batch_shape, self.num_neurons)) for s in last]
+        self._write_states(dict(zip(self._state_names, new, strict=True)))
+        return out
+
+    def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
+        """``(outputs, *last_states)`` from ``[T, R, I]`` inputs and ``[1, R, H]`` states."""
+        raise NotImplementedError
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        """The weights as PyTorch's multi-step kernels take them (biases only with ``bias``)."""
+        return [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh][: 4 if self.bias else 2]
+
     @property
     def _weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``(weight_ih, weight_hh, bias_ih, bias_hh)``, as the step functions take them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..functional.recurrent import gru_step
@@ -58,6 +59,11 @@ class GRU(CellLayer):
     ) -> None:
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self._initialize_state("h")
+
+    def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
+        return torch.gru(
+            xs, states[0], self._flat_weights, self.bias, 1, 0.0, self.training, False, False
+        )
 
     def _step(self, x: Tensor, h: Tensor) -> tuple[Tensor]:
         return (gru_step(h, x, *self._weights),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..functional.recurrent import lstm_step
@@ -58,6 +59,11 @@ class LSTM(CellLayer):
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self._initialize_state("h")
         self._initialize_state("c")
+
+    def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
+        return torch.lstm(
+            xs, tuple(states), self._flat_weights, self.bias, 1, 0.0, self.training, False, False
+        )
 
     def _step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         return lstm_step(h, c, x, *self._weights)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..functional.recurrent import rnn_step
@@ -68,6 +69,12 @@ class SimpleRNN(CellLayer):
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self.nonlinearity = nonlinearity
         self._initialize_state("h")
+
+    def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
+        kernel = torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
+        return kernel(
+            xs, states[0], self._flat_weights, self.bias, 1, 0.0, self.training, False, False
+        )
 
     def _step(self, x: Tensor, h: Tensor) -> tuple[Tensor]:
         return (rnn_step(h, x, *self._weights, self.nonlinearity),)

@@ -14,7 +14,7 @@ from .leaky import LeakyIntegrator
 
 globals().update({name: getattr(family, name) for name in NAMES})
 
-__all__ = [  # noqa: PLE0604 (the family's names are listed once, in family.NAMES)
+__all__ = [  # the family's names are listed once, in family.NAMES
     "LIF",
     *NAMES,
     "Decay",

@@ -167,6 +167,16 @@ class Exciter(Layer):
             return apply(x, self.low, self.high, self.select_last, self.dim, self)
         return ExciterFunction.apply(x, self.low, self.high, self.select_last, self.dim, None)
 
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """A whole sequence ``[T, *step_shape]`` at once: the clamp has no state, so one call."""
+        self._check_sequence(xs)
+        self._check_features(xs[0], self.num_neurons)
+        dim = self.dim if self.dim < 0 else self.dim + 1
+        if len(self._backward_callbacks) > 0:
+            apply = _eager_apply if _eager_apply is not None else _apply_eagerly()
+            return apply(xs, self.low, self.high, self.select_last, dim, self)
+        return ExciterFunction.apply(xs, self.low, self.high, self.select_last, dim, None)
+
     def register_backward_callback(self, fn: BackwardCallback) -> RemovableHandle:
         """Register ``fn(layer, grad_output)`` to be called during every backward pass.
 

@@ -12,8 +12,9 @@ from typing import ClassVar, NamedTuple
 
 from torch import Tensor
 
-from ..functional.leaky import LeakyConfig, leaky_step
+from ..autograd.leaky_scan import leaky_scan
 from ..autograd.surrogate import SpikeFn
+from ..functional.leaky import LeakyConfig, leaky_step
 from .layer import Layer
 
 __all__ = ["DEFAULT_SPIKE", "LeakyIntegrator", "ParameterSpec", "parameter_specs", "state_names"]
@@ -151,6 +152,24 @@ class LeakyIntegrator(Layer):
             out, new = leaky_step(x, states, params, self.config, self.spike_fn, self.quant_fn)
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(x, states, error)
+        self._write_states(new)
+        return out
+
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """A whole sequence at once: ``xs`` ``[T, *step_shape]`` in, the outputs out.
+
+        Parameters are read once per sequence and the time loop runs with the states in
+        local variables; for the common configurations (see
+        :func:`tracetorch.autograd.scan_supported`) it is one autograd function whose
+        backward is a hand-derived reverse-time loop (:class:`tracetorch.autograd.LeakyScan`).
+        Equal to calling :meth:`forward` on each step; the states left are the last step's.
+        """
+        xs, states = self._read_sequence_states(xs)
+        params = self._parameter_values(xs.dim() - 1)
+        try:
+            out, new = leaky_scan(xs, states, params, self.config, self.spike_fn, self.quant_fn)
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(xs[0], states, error)
         self._write_states(new)
         return out
 

@@ -1,0 +1,114 @@
+"""Running a model over a whole sequence: step by step, or each layer over all steps at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["run", "sequence_mode"]
+
+Mode = Literal["step", "sequence"]
+
+
+def _sequence_modules(module: nn.Module) -> list[nn.Module]:
+    """The outermost modules under ``module`` (itself included) that have ``forward_sequence``.
+
+    A module inside another such module is left alone: the outer one decides how its
+    children see time (the default ``forward_sequence`` loops over the outer ``forward``,
+    which calls the children one step at a time).
+    """
+    found: list[tuple[str, nn.Module]] = []
+    for path, sub in module.named_modules():
+        if not callable(getattr(type(sub), "forward_sequence", None)):
+            continue
+        if any(path.startswith(outer + ".") or outer == "" for outer, _ in found):
+            continue
+        found.append((path, sub))
+    return [sub for _, sub in found]
+
+
+@contextmanager
+def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every tracetorch layer under ``module`` takes ``[T, ...]`` per call.
+
+    Each layer's ``forward`` dispatches to its ``forward_sequence`` (and
+    :class:`tracetorch.nn.TimeDistributed` merges time into the batch), so calling
+    ``module(xs)`` once runs the whole sequence layer by layer. Stateless modules that accept
+    extra leading dimensions (``nn.Linear``, activations, ``nn.Dropout``) work unchanged;
+    wrap those that need ``[B, ...]`` (``nn.Conv2d``, pooling, ``nn.BatchNorm2d``,
+    ``nn.Flatten``) in :class:`~tracetorch.nn.TimeDistributed`. Every layer is switched back
+    on exit, also when an exception is raised.
+
+    Raises:
+        RuntimeError: ``module`` is already in sequence mode.
+    """
+    switched = _sequence_modules(module)
+    if any("forward" in sub.__dict__ for sub in switched):
+        raise RuntimeError(
+            f"sequence_mode: {type(module).__name__} is already in sequence mode (or a layer in "
+            f"it has an instance attribute 'forward')"
+        )
+    try:
+        for sub in switched:
+            sub.__dict__["forward"] = sub.forward_sequence
+        yield module
+    finally:
+        for sub in switched:
+            sub.__dict__.pop("forward", None)
+
+
+def run(module: nn.Module, xs: Tensor, mode: Mode = "step") -> Tensor:
+    """Run ``module`` over the sequence ``xs`` (time first) and stack its outputs.
+
+    ``mode="step"`` calls ``module(x)`` for each step: always correct, whatever the model
+    does with its input. ``mode="sequence"`` calls ``module(xs)`` once in
+    :func:`sequence_mode`, so that every layer runs all steps at once (much faster, see the
+    "Sequence mode" page); it needs a forward that treats the time dimension as an extra
+    leading dimension, which :func:`tracetorch.testing.check_sequence` verifies. Both
+    leave every hidden state as the last step left it, so the modes can be mixed. The states
+    are not reset first: call ``zero_states()`` to start a new sequence.
+
+    The default is ``"step"`` because it gives the right answer for every model; a model
+    whose forward reshapes or indexes its input by position (``x.view(B, -1)``,
+    ``x[:, 0]``) would silently compute something else in sequence mode.
+
+    Args:
+        module: Any ``nn.Module`` (a :class:`tracetorch.Model`, an ``nn.Sequential``, a
+            single layer).
+        xs: The inputs, ``[T, *step_shape]``.
+        mode: ``"step"`` or ``"sequence"``.
+
+    Returns:
+        The outputs of every step, ``[T, *out_step_shape]``.
+
+    Example:
+        >>> import torch, tracetorch as tt
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), tt.snn.LIF(8), torch.nn.Linear(8, 2))
+        >>> xs = torch.rand(25, 3, 4)
+        >>> tt.zero_states(net)
+        >>> ys = tt.run(net, xs, mode="sequence")
+        >>> tt.zero_states(net)
+        >>> torch.allclose(ys, tt.run(net, xs, mode="step"))
+        True
+    """
+    if mode not in ("step", "sequence"):
+        raise ValueError(f"run: expected mode 'step' or 'sequence', got {mode!r}")
+    if not isinstance(xs, Tensor) or xs.dim() < 1 or xs.shape[0] == 0:
+        shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
+        raise ValueError(f"run: expected xs of shape [T, *step_shape] with T >= 1, got {shape}")
+    if mode == "step":
+        return torch.stack([module(x) for x in xs])
+    with sequence_mode(module):
+        ys = module(xs)
+    if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
+        got = tuple(ys.shape) if isinstance(ys, Tensor) else type(ys).__name__
+        raise ValueError(
+            f"run: in sequence mode {type(module).__name__} returned {got}, expected a tensor "
+            f"with the {xs.shape[0]} timesteps first; check the model with "
+            f"tt.testing.check_sequence"
+        )
+    return ys

@@ -1,0 +1,65 @@
+"""TimeDistributed: a stateless module applied to every timestep of a sequence at once."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["TimeDistributed"]
+
+
+class TimeDistributed(nn.Module):
+    """Runs a stateless ``module`` that needs ``[B, ...]`` input in both modes of tracetorch.
+
+    In step mode (a plain call) it is ``module(x)``. In sequence mode
+    (:func:`tracetorch.run` with ``mode="sequence"``) it receives ``[T, B, ...]``, merges
+    time into the batch, calls ``module`` once on ``[T * B, ...]`` and splits the result back
+    into ``[T, B, ...]``. Use it for ``nn.Conv2d``, pooling, ``nn.BatchNorm2d`` (whose
+    statistics then cover every timestep of the batch), ``nn.Flatten`` and other modules that
+    read the batch dimension; those that accept extra leading dimensions (``nn.Linear``,
+    activations) need no wrapper.
+
+    Args:
+        module: A module without hidden states (no tracetorch layer inside).
+
+    Raises:
+        TypeError: ``module`` is not an ``nn.Module`` or contains a tracetorch layer (states
+            would see ``T * B`` samples of one step instead of ``T`` steps).
+
+    Example:
+        >>> import torch, tracetorch as tt
+        >>> conv = tt.nn.TimeDistributed(torch.nn.Conv2d(2, 4, 3, padding=1))
+        >>> conv(torch.rand(8, 2, 5, 5)).shape  # one step, batch 8
+        torch.Size([8, 4, 5, 5])
+        >>> conv.forward_sequence(torch.rand(10, 8, 2, 5, 5)).shape  # 10 steps at once
+        torch.Size([10, 8, 4, 5, 5])
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        from ..core.layer import Layer
+
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"TimeDistributed: expected an nn.Module, got {type(module).__name__}")
+        inner = [name or "itself" for name, sub in module.named_modules() if isinstance(sub, Layer)]
+        if inner:
+            raise TypeError(
+                f"TimeDistributed: the wrapped {type(module).__name__} contains tracetorch layers "
+                f"({', '.join(inner)}); wrap only stateless modules and keep the stateful layers "
+                f"outside"
+            )
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One step: ``module(x)``."""
+        return self.module(x)
+
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """All steps at once: ``[T, B, ...]`` to ``module`` on ``[T * B, ...]``, split back."""
+        if not isinstance(xs, Tensor) or xs.dim() < 2:
+            shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
+            raise ValueError(
+                f"TimeDistributed: sequence mode expects [T, B, ...] (time first), got {shape}"
+            )
+        steps, batch = xs.shape[:2]
+        ys = self.module(xs.flatten(0, 1))
+        return ys.unflatten(0, (steps, batch))
