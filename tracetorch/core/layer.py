@@ -35,8 +35,9 @@ class _ValueCache:
 
     ``sources`` names the tensors the values were computed from (raw parameters, or baked
     buffers), with their in-place version counters (``optimizer.step()``,
-    ``load_state_dict`` and ``copy_`` bump them); ``grad`` is whether autograd was recording. ``viewed`` holds the values viewed to
-    broadcast along ``dim``, by number of input dimensions.
+    ``load_state_dict`` and ``copy_`` bump them); ``grad`` is whether autograd was recording.
+    ``viewed`` holds the values viewed to broadcast along ``dim``, by number of input
+    dimensions.
     """
 
     grad: bool
