@@ -76,7 +76,14 @@ def _resolve(surrogate: str, slope: float | None) -> tuple[Surrogate, float]:
             f"heaviside: unknown surrogate {surrogate!r}; expected one of {sorted(SURROGATES)}"
         )
     entry = SURROGATES[surrogate]
-    return entry, float(entry.default_slope if slope is None else slope)
+    if slope is None:
+        return entry, float(entry.default_slope)
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 < slope < math.inf:
+        raise ValueError(
+            f"heaviside: expected slope to be a finite number > 0 (or None for the default "
+            f"{entry.default_slope}), got {slope!r}"
+        )
+    return entry, float(slope)
 
 
 class Heaviside(torch.autograd.Function):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .layer import Layer
+from .sequence import Mode, run
 
 __all__ = [
     "Model",
@@ -80,32 +81,90 @@ def save_states(module: nn.Module) -> dict[str, Tensor]:
     return saved
 
 
-def _reference_tensor(layer: Layer) -> Tensor | None:
-    """A parameter or buffer of ``layer`` whose device and float dtype states should share."""
-    for tensor in layer.parameters():
-        return tensor
-    for tensor in layer.buffers():
-        if tensor.is_floating_point():
-            return tensor
-    return None
+def _check_state(who: str, layer: Layer, value: object) -> Tensor:
+    """Return ``value`` if it can be a hidden state of ``layer``; raise otherwise.
+
+    ``who`` opens every message (``"Net.load_states: 'net.1.mem' (LIF)"``).
+    """
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{who}: expected a tensor, got {type(value).__name__}; nothing was loaded")
+    if value.layout != torch.strided or value.is_nested:
+        kind = "nested" if value.is_nested else str(value.layout)
+        raise TypeError(
+            f"{who}: expected a dense (torch.strided) tensor, got a {kind} tensor; convert it "
+            f"with .to_dense() first; nothing was loaded"
+        )
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{who}: expected a tensor holding values, got one on the meta device (a shape "
+            f"without data); save the states of a model that ran on a real device; "
+            f"nothing was loaded"
+        )
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{who}: expected a real floating-point tensor, got dtype {value.dtype}; hidden "
+            f"states are real floats (convert with .float() if the values are meant as such); "
+            f"nothing was loaded"
+        )
+    if not -value.dim() <= layer.dim < value.dim() or value.shape[layer.dim] != layer.num_neurons:
+        raise ValueError(
+            f"{who}: expected a tensor with {layer.num_neurons} entries at dim {layer.dim}, "
+            f"got shape {tuple(value.shape)}; nothing was loaded"
+        )
+    return value
+
+
+def _batch_size(layer: Layer, value: Tensor) -> int | None:
+    """The batch size of a checked state of ``layer``, or ``None`` when it has none.
+
+    The batch size is the size of dimension 0, for a state with at least two dimensions whose
+    dimension 0 is not the layer's feature dimension.
+    """
+    if value.dim() < 2 or layer.dim % value.dim() == 0:
+        return None
+    return value.shape[0]
 
 
 def load_states(module: nn.Module, states: Mapping[str, Tensor], strict: bool = True) -> None:
     """Load hidden states saved by :func:`save_states`, all or nothing.
 
-    Every entry is checked before any state is touched: with ``strict``, the keys must be
-    exactly the states declared under ``module``; each value must be a tensor whose size at
-    the layer's ``dim`` is ``num_neurons``, and the states of one layer must share a shape.
-    Loaded tensors are copied onto the device (and floating dtype) of the layer's
-    parameters when it has any.
+    Every entry is checked before any state is touched, and nothing is loaded when one check
+    fails:
+
+    * with ``strict``, the keys must be exactly the states declared under ``module``; without
+      it, keys that name no state are ignored and states not named keep their value;
+    * each value must be a dense (``torch.strided``) tensor on a real device (not ``meta``),
+      of a real floating dtype (not integer, bool or complex), with ``num_neurons`` entries at
+      the layer's ``dim``;
+    * the states of one layer must share one shape, also with the live states of that layer
+      that are not loaded (``strict=False``);
+    * all the states loaded by one call must share one batch size. The batch size of a state
+      is the size of its dimension 0, for a state with at least two dimensions whose
+      dimension 0 is not the layer's feature dimension; other states (1-d, or with the
+      features first) are not compared.
+
+    A layer receives copies, on the device and floating dtype of its parameters (or of its
+    floating buffers) when it has any: a ``float64`` snapshot loaded into a ``float32`` model
+    is cast to ``float32``. A layer without parameters or buffers keeps the saved dtype.
+
+    Args:
+        module: The model (or any ``nn.Module``, or a single layer) to load into.
+        states: A mapping from ``"<module path>.<state name>"`` to a tensor, as
+            :func:`save_states` returns it.
+        strict: Require the keys to match the declared states exactly.
 
     Raises:
-        TypeError: a value is not a tensor.
-        ValueError: missing or unknown keys (``strict``), or a wrong shape.
+        TypeError: ``states`` is not a mapping, or a value is not a tensor, not dense, or
+            not of a real floating dtype.
+        ValueError: missing or unknown keys (``strict``), a meta tensor, a wrong size at
+            ``dim``, states of one layer with different shapes, or different batch sizes.
     """
-    if not isinstance(states, Mapping):
-        raise TypeError(f"load_states: expected a mapping of tensors, got {type(states).__name__}")
     owner = type(module).__name__
+    if not isinstance(states, Mapping):
+        raise TypeError(
+            f"{owner}.load_states: expected a mapping of tensors, got {type(states).__name__}; "
+            f"nothing was loaded"
+        )
     targets = {}
     for path, layer in layers(module):
         for name in layer.state_names:
@@ -115,42 +174,54 @@ def load_states(module: nn.Module, states: Mapping[str, Tensor], strict: bool = 
     if strict and (unknown or missing):
         raise ValueError(
             f"{owner}.load_states: the saved states do not match the model "
-            f"(missing: {missing or 'none'}; unknown: {unknown or 'none'}); nothing was loaded. "
-            f"Pass strict=False to load the matching keys only."
+            f"(missing: {missing or 'none'}; unknown: {unknown or 'none'}); pass strict=False "
+            f"to load the matching keys only; nothing was loaded"
         )
     plan: list[tuple[Layer, str, Tensor]] = []
     shapes: dict[int, tuple[str, torch.Size]] = {}
+    batch: tuple[str, int] | None = None
     for key, value in states.items():
         if key not in targets:
             continue
         layer, name = targets[key]
         who = f"{owner}.load_states: {key!r} ({type(layer).__name__})"
-        if not isinstance(value, Tensor):
-            raise TypeError(
-                f"{who}: expected a tensor, got {type(value).__name__}; nothing was loaded"
-            )
-        if (
-            not -value.dim() <= layer.dim < value.dim()
-            or value.shape[layer.dim] != layer.num_neurons
-        ):
-            raise ValueError(
-                f"{who}: expected a tensor with {layer.num_neurons} entries at dim {layer.dim}, "
-                f"got shape {tuple(value.shape)}; nothing was loaded"
-            )
+        value = _check_state(who, layer, value)
         first = shapes.setdefault(id(layer), (key, value.shape))
         if first[1] != value.shape:
             raise ValueError(
                 f"{who}: shape {tuple(value.shape)} differs from {first[0]!r} of the same layer "
                 f"{tuple(first[1])}; nothing was loaded"
             )
+        size = _batch_size(layer, value)
+        if size is not None:
+            batch = batch or (key, size)
+            if size != batch[1]:
+                raise ValueError(
+                    f"{who}: batch size {size} (dim 0 of shape {tuple(value.shape)}) differs "
+                    f"from {batch[1]} of {batch[0]!r}; the states loaded together must come "
+                    f"from one batch, as save_states() returns them; nothing was loaded"
+                )
+        reference = layer._reference_tensor()  # the layer's own dtype policy
+        if reference is None:
+            value = value.detach().clone()
+        else:
+            value = value.detach().to(reference.device, reference.dtype, copy=True)
         plan.append((layer, name, value))
-    for layer, name, value in plan:
-        reference = _reference_tensor(layer)
-        value = value.detach()
-        if reference is not None:
-            dtype = reference.dtype if value.is_floating_point() else None
-            value = value.to(device=reference.device, dtype=dtype)
-        setattr(layer, name, value.clone())
+    loaded = {(id(layer), name) for layer, name, _ in plan}
+    for layer, name in targets.values():
+        live = getattr(layer, name)
+        if (id(layer), name) in loaded or live is None or id(layer) not in shapes:
+            continue
+        key, shape = shapes[id(layer)]
+        if live.shape != shape:
+            raise ValueError(
+                f"{owner}.load_states: {key!r} ({type(layer).__name__}): shape {tuple(shape)} "
+                f"differs from the live state {name!r} of the same layer {tuple(live.shape)}, "
+                f"which is not loaded; load all the states of the layer or call zero_states() "
+                f"first; nothing was loaded"
+            )
+    for layer, name, value in plan:  # every value is checked and copied: this cannot fail
+        setattr(layer, name, value)
 
 
 class Model(nn.Module):
@@ -204,6 +275,10 @@ class Model(nn.Module):
     def load_states(self, states: Mapping[str, Tensor], strict: bool = True) -> None:
         """Load saved hidden states, all or nothing; see :func:`tracetorch.load_states`."""
         load_states(self, states, strict=strict)
+
+    def run(self, xs: Tensor, mode: Mode = "step") -> Tensor:
+        """Run the model over ``xs`` (``[T, ...]``), stack the outputs; see :func:`tracetorch.run`."""
+        return run(self, xs, mode)
 
     def TTcompile(self) -> None:  # noqa: N802 (public name of the API)
         """Bake transformed parameters for inference; see :func:`tracetorch.TTcompile`."""

@@ -85,6 +85,8 @@ class MaskedLinear(nn.Module):
                 f"MaskedLinear: expected mask to be 'diagonal' or a tensor of shape {shape}, got "
                 f"{type(mask).__name__}"
             )
+        if mask.is_meta:
+            raise ValueError("MaskedLinear: expected a mask on a real device, got a meta tensor")
         if tuple(mask.shape) != shape:
             raise ValueError(
                 f"MaskedLinear: expected a mask of shape (out_features, in_features) = {shape}, "

@@ -273,10 +273,14 @@ class LIF(LeakyIntegrator):
                 f"{type(self).__name__}: unknown surrogate {surrogate!r}; expected one of "
                 f"{sorted(SURROGATES)}"
             )
+        try:
+            spike = spike_fn(surrogate, slope)
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from None
         super().__init__(
             num_neurons,
             dim,
-            spike_fn(surrogate, slope),
+            spike,
             beta=beta,
             threshold=threshold,
             beta_rank=beta_rank,

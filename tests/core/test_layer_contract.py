@@ -1,0 +1,358 @@
+"""The contract every layer keeps: per-instance parameters, one state path, transactional steps.
+
+Covers the class-level promises (instantiation never changes a class), the state interface
+(every write goes through ``_write_states``), the cache of transformed parameters, the dtype
+and device policy, exact ``TTcompile`` round trips, copies of live models and the
+constructor checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from layer_table import all_cases
+from torch import nn
+
+import tracetorch as tt
+
+CASES = all_cases()
+FAMILY = [name for name in tt.snn.family.NAMES]
+
+
+# ------------------------------------------------------------------- per-instance parameters
+
+
+class Gain(tt.snn.Layer):
+    """A user layer that registers a constrained parameter only when asked to."""
+
+    def __init__(self, n: int, learn_gain: bool):
+        super().__init__(n)
+        self._initialize_state("mem")
+        if learn_gain:
+            self._register_threshold("gain", 2.0)
+        else:
+            self.gain = 2.0  # a plain attribute in this instance
+
+    def forward(self, x):
+        self._ensure_states(x)
+        self.mem = self.mem + self.gain * x
+        return self.mem
+
+
+def test_two_instances_of_one_class_register_different_things():
+    learned, plain = Gain(3, learn_gain=True), Gain(3, learn_gain=False)
+    assert learned.parameter_names == ("gain",) and plain.parameter_names == ()
+    assert plain.gain == 2.0 and isinstance(learned.gain, torch.Tensor)
+    torch.testing.assert_close(learned.gain, torch.full((3,), 2.0))
+    x = torch.ones(1, 3)
+    torch.testing.assert_close(learned(x), plain(x))
+
+
+@pytest.mark.parametrize("cls", [Gain, tt.snn.LIB, tt.snn.LIF, tt.snn.Decay, tt.snn.DSRLITS])
+def test_instantiation_leaves_the_class_unchanged(cls):
+    before = dict(vars(cls))
+    layer = cls(3, True) if cls is Gain else cls(3)
+    layer(torch.rand(2, 3))
+    assert dict(vars(cls)) == before
+
+
+def test_constrained_parameters_are_read_only_and_per_instance():
+    a, b = tt.snn.LIB(2, beta=0.2), tt.snn.LIB(3, beta=0.7, beta_rank=0)
+    torch.testing.assert_close(a.beta, torch.full((2,), 0.2))
+    torch.testing.assert_close(b.beta, torch.tensor(0.7))
+    with pytest.raises(AttributeError, match="raw_beta"):
+        a.beta = torch.ones(2)
+
+
+# ----------------------------------------------------------------------- the value cache
+
+
+def test_cached_values_follow_optimizer_steps_and_state_dict_loads():
+    layer = tt.snn.LIF(3)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    for _ in range(3):
+        layer.zero_states()
+        out = sum(layer(torch.full((2, 3), 0.8)).sum() for _ in range(4))
+        (out + layer.mem.sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        torch.testing.assert_close(layer.beta, torch.sigmoid(layer.raw_beta))
+        torch.testing.assert_close(layer.threshold, nn.functional.softplus(layer.raw_threshold))
+    other = tt.snn.LIF(3, beta=0.3)
+    layer.load_state_dict(other.state_dict())
+    torch.testing.assert_close(layer.beta, torch.full((3,), 0.3))
+
+
+def test_gradients_with_the_cache_equal_recomputing_the_transform_every_step():
+    torch.manual_seed(0)
+    layer = tt.snn.SLIB(4, spike_fn=tt.functional.sigmoid4x).double()
+    xs = torch.randn(6, 2, 4, dtype=torch.float64)
+    out = tt.run(layer, xs).sum()
+    grads = torch.autograd.grad(out, list(layer.parameters()))
+    params = dict(layer.named_parameters())
+    config = layer.config
+    state = {"mem": torch.zeros(2, 4, dtype=torch.float64), "syn": torch.zeros(2, 4).double()}
+    total = 0
+    for x in xs:  # the transforms computed afresh at every step
+        values = {
+            "alpha": torch.sigmoid(params["raw_alpha"]),
+            "beta": torch.sigmoid(params["raw_beta"]),
+            "threshold": nn.functional.softplus(params["raw_threshold"]),
+            "bias": params["raw_bias"],
+        }
+        y, state = tt.functional.leaky_step(x, state, values, config, tt.functional.sigmoid4x)
+        total = total + y.sum()
+    expected = torch.autograd.grad(total, list(params.values()))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_a_backward_pass_drops_the_cached_graph():
+    # states cut by hand (no detach_states, no optimizer step): the next backward must not
+    # reach the graph of the previous one through a cached parameter value
+    layer = tt.snn.LI(3)
+    for _ in range(3):
+        y = layer(torch.ones(1, 3))
+        y.sum().backward()
+        layer.mem = layer.mem.detach()
+    assert layer.raw_beta.grad is not None
+
+
+def test_values_computed_without_grad_are_not_used_with_grad():
+    layer = tt.snn.LI(3)
+    with torch.no_grad():
+        layer(torch.ones(1, 3))
+    layer.zero_states()
+    layer(torch.ones(1, 3))
+    y = layer(torch.ones(1, 3))
+    y.sum().backward()
+    assert layer.raw_beta.grad is not None and layer.raw_beta.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------- one state path
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_every_state_write_goes_through_write_states(case):
+    layer = case.make()
+    if not layer.state_names:
+        pytest.skip("no states")
+    written: list[dict] = []
+    original = layer._write_states
+
+    def counting(states):
+        written.append(dict(states))
+        original(states)
+
+    layer._write_states = counting  # an instance attribute shadows the method
+    x = torch.randn(case.input_shape)
+
+    def snapshot():
+        return {n: layer.__dict__[n] for n in layer.state_names}
+
+    for action in (
+        lambda: layer(x),
+        lambda: layer(x),
+        layer.detach_states,
+        lambda: layer.double(),
+        lambda: layer(x.double()),
+        lambda: tt.load_states(layer, tt.save_states(layer)),
+        lambda: tt.run(layer, x.double().expand(3, *x.shape), mode="sequence"),
+        layer.zero_states,
+    ):
+        before, count = snapshot(), len(written)
+        action()
+        after = snapshot()
+        changed = {n for n in after if after[n] is not before[n]}
+        seen = {n for states in written[count:] for n in states}
+        assert changed <= seen, f"states {changed - seen} changed outside _write_states"
+    assert all(layer.__dict__[n] is None for n in layer.state_names)
+
+
+def test_decay_and_li_are_one_layer():
+    torch.manual_seed(0)
+    decay, li = tt.snn.Decay(4, beta=0.8).double(), tt.snn.LI(4, beta=0.8).double()
+    assert isinstance(decay, tt.snn.LI)
+    assert list(decay.state_dict()) == list(li.state_dict()) == ["raw_beta"]
+    xs = torch.randn(5, 2, 4, dtype=torch.float64)
+    out_d, out_l = tt.run(decay, xs).sum(), tt.run(li, xs).sum()
+    torch.testing.assert_close(out_d, out_l)
+    torch.testing.assert_close(
+        torch.autograd.grad(out_d, decay.raw_beta), torch.autograd.grad(out_l, li.raw_beta)
+    )
+
+
+# -------------------------------------------------------------- transactional steps, dtypes
+
+
+def _states(layer):
+    return {n: layer.__dict__[n] for n in layer.state_names}
+
+
+def test_a_failed_first_call_leaves_no_state():
+    gru = tt.rnn.GRU(3, 5).double()
+    with pytest.raises(TypeError, match=r"GRU: expected a torch.float64 input"):
+        gru(torch.randn(2, 3))
+    assert gru.h is None
+    assert gru(torch.randn(2, 3, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.ones(2, 3, dtype=torch.int64),
+        torch.ones(2, 3, dtype=torch.bool),
+        torch.ones(2, 3, dtype=torch.complex64),
+        torch.ones(2, 3, dtype=torch.float64),
+        torch.ones(2, 3, dtype=torch.float16),
+        torch.ones(2, 3, device="meta"),
+    ],
+    ids=lambda t: f"{t.dtype}-{t.device.type}",
+)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tt.snn.SLIB(3),
+        lambda: tt.snn.RLIT(3),
+        lambda: tt.snn.LIEMA(3),
+        lambda: tt.snn.LIF(3),
+        lambda: tt.snn.Decay(3),
+        lambda: tt.rnn.GRU(3, 3),
+        lambda: tt.rnn.LSTM(3, 3),
+        lambda: tt.rnn.MiniGRU(3, 3),
+    ],
+)
+def test_bad_input_raises_naming_the_layer_and_changes_nothing(make, bad):
+    layer = make()
+    name = type(layer).__name__
+    with pytest.raises((TypeError, ValueError), match=name):
+        layer(bad)
+    assert all(s is None for s in _states(layer).values())
+    layer(torch.rand(2, 3))
+    before = {n: s.clone() for n, s in _states(layer).items()}
+    with pytest.raises((TypeError, ValueError), match=name):
+        layer(bad)
+    for n, s in _states(layer).items():
+        assert torch.equal(s, before[n])
+    layer(torch.rand(2, 3))  # and the layer still works
+
+
+def test_a_step_that_fails_midway_leaves_every_state_as_it_was():
+    calls = []
+
+    def flaky(v):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return tt.functional.sigmoid4x(v)
+
+    layer = tt.snn.DSRLIB(3, spike_fn=flaky)
+    layer(torch.rand(2, 3))
+    before = {n: s.clone() for n, s in _states(layer).items()}
+    with pytest.raises(RuntimeError, match="boom"):
+        layer(torch.rand(2, 3))
+    for n, s in _states(layer).items():
+        assert torch.equal(s, before[n])
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILY if "S" in n or "R" in n or "EMA" in n])
+def test_bf16_autocast_keeps_states_in_the_layer_dtype(name):
+    layer = getattr(tt.snn, name)(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(torch.rand(2, 3).bfloat16())
+        layer(torch.rand(2, 3).bfloat16())
+    assert all(s.dtype == torch.float32 for s in _states(layer).values())
+    assert layer(torch.rand(2, 3)).dtype == torch.float32
+
+
+def test_states_from_inference_mode_give_a_clear_error_in_training():
+    layer = tt.snn.LIF(3)
+    with torch.inference_mode():
+        layer(torch.rand(2, 3))
+    with pytest.raises(RuntimeError, match=r"LIF: .*inference_mode.*zero_states"):
+        layer(torch.rand(2, 3))
+    layer.zero_states()
+    layer(torch.rand(2, 3)).sum().backward()
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_ttcompile_round_trip_is_exact_for_large_raw_values():
+    layer = tt.snn.LIB(3)
+    with torch.no_grad():
+        layer.raw_beta.copy_(torch.tensor([17.0, 15.0, -20.0]))
+        layer.raw_threshold.fill_(40.0)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer.TTcompile()
+    layer.TTdecompile()
+    for key, value in layer.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_ttdecompile_of_a_changed_baked_value_is_finite():
+    layer = tt.snn.LIB(3)
+    layer.TTcompile()
+    with torch.no_grad():
+        layer.beta.copy_(torch.tensor([0.5, 1.0, 0.9]))  # 1.0: no finite logit exists
+    layer.TTdecompile()
+    assert torch.isfinite(layer.raw_beta).all()
+    torch.testing.assert_close(layer.beta, torch.tensor([0.5, 1.0, 0.9]))
+
+
+def test_training_a_baked_layer_warns_once():
+    layer = tt.snn.LIF(3)
+    layer.TTcompile()
+    with pytest.warns(UserWarning, match="TTdecompile"):
+        layer(torch.rand(2, 3))
+        layer(torch.rand(2, 3))
+    with torch.inference_mode():
+        layer(torch.rand(2, 3))
+
+
+def test_deepcopy_and_pickle_of_a_model_with_live_states():
+    model = nn.Sequential(nn.Linear(3, 3), tt.snn.LIF(3), nn.Linear(3, 2), tt.rnn.GRU(2, 2))
+    for _ in range(3):
+        model(torch.rand(2, 3))
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        for (_, ours), (_, theirs) in zip(tt.layers(model), tt.layers(clone), strict=True):
+            for name in ours.state_names:
+                assert torch.equal(ours.__dict__[name], theirs.__dict__[name])
+                assert theirs.__dict__[name].grad_fn is None
+        x = torch.rand(2, 3)
+        torch.testing.assert_close(clone(x), copy.deepcopy(model)(x))
+
+
+# ---------------------------------------------------------------------- constructor checks
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: tt.snn.LIF(3, slope=float("nan")), ValueError, "LIF: .*slope"),
+        (lambda: tt.snn.LIF(3, slope=-1.0), ValueError, "LIF: .*slope"),
+        (lambda: tt.snn.LIB(3, learn_beta="no"), TypeError, "learn_beta"),
+        (lambda: tt.snn.Decay(3, learn_beta="no"), TypeError, "learn_beta"),
+        (lambda: tt.snn.Exciter(3, select_last="no"), TypeError, "select_last"),
+        (lambda: tt.snn.LIB(3, beta=torch.tensor(0.5 + 0j)), TypeError, "LIB: .*real"),
+        (lambda: tt.snn.LIB(3, beta=torch.empty(3, device="meta")), ValueError, "LIB: .*meta"),
+        (
+            lambda: tt.nn.MaskedLinear(3, 3, mask=torch.ones(3, 3, device="meta")),
+            ValueError,
+            "MaskedLinear: .*meta",
+        ),
+        (lambda: tt.snn.LIB(3, beta=0.999999999), ValueError, "rounds to 1.0 in torch.float32"),
+    ],
+)
+def test_constructor_rejects(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_numpy_integers_are_sizes():
+    assert tt.snn.LIF(np.int64(4)).num_neurons == 4
+    assert tt.rnn.GRU(np.int64(3), np.int32(5)).in_features == 3
