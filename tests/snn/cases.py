@@ -2,9 +2,10 @@
 
 Recurrent layers get a nonzero ``rec_weight`` so that their feedback path changes the outputs
 the generic checks compare. Firing kinds run with the smooth ``sigmoid4x`` spike so that the
-``"gradients"`` check applies; ``*-hard`` rows keep the default hard spike. :class:`~tracetorch.snn.LIF` fires hard spikes with a surrogate
-gradient, which finite differences cannot confirm: its rows skip the ``"gradients"`` check (its
-surrogate backward is checked in ``test_snn_family.py``); every other generic check applies.
+``"gradients"`` check applies; the ``*-hard`` rows and :class:`~tracetorch.snn.LIF` keep the
+default hard spike, whose surrogate gradient finite differences cannot confirm: they skip the
+``"gradients"`` check (the surrogate backward is checked in ``test_snn_family.py``); every
+other generic check applies.
 """
 
 from __future__ import annotations

@@ -471,3 +471,15 @@ def test_the_family_is_written_once():
     ]
     lines = sum(1 for f in files for line in f.read_text().splitlines() if line.strip())
     assert lines < 1000, f"the leaky-integrator family takes {lines} non-blank lines"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if switches(n)[3] in FIRING] + ["LIF"])
+def test_firing_names_spike_by_default(name):
+    """Every firing name's default output holds only its spike values (not a probability)."""
+    layer = getattr(tt.snn, name)(6)
+    values = set()
+    for x in 2.0 * torch.randn(30, 4, 6, generator=torch.Generator().manual_seed(1)):
+        values |= set(layer(x).detach().unique().tolist())
+    # (the scaled kinds multiply by their output scales, 1.0 by default)
+    expected = {0.0, 1.0} if name == "LIF" or switches(name)[3] == "B" else {-1.0, 0.0, 1.0}
+    assert values == expected, f"{name} returned {sorted(values)}"
