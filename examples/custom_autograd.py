@@ -12,8 +12,8 @@ ordinary operations (``F.linear``, ``slope * F.silu``, ``torch.tanh``, ``** 2``)
 largest absolute difference is tracked. The script exits with status 1 if the two ever
 disagree.
 
-Run: ``python examples/custom_autograd.py`` (``--quick`` for a seconds-long run). Saves
-``custom_autograd.png`` (loss curve and gradient agreement) in the current directory.
+Run: ``python examples/custom_autograd.py`` (``--quick`` for a tiny run, ``--help`` for the
+options). Writes ``custom_autograd.png`` (loss curve and gradient agreement) into ``--out``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ def make_data(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     return x, (torch.sin(x[:, :1]) * torch.cos(x[:, 1:]))
 
 
-def save_figure(losses: list[float], worst: list[float], path: str) -> None:
+def save_figure(losses: list[float], worst: list[float], path: Path) -> None:
     """Loss curve and the largest gradient difference of every step."""
     import matplotlib
 
@@ -114,21 +115,36 @@ def save_figure(losses: list[float], worst: list[float], path: str) -> None:
     plt.close(fig)
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train a network of hand-written Functions, checking every gradient.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=int, default=150, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=64, help="points per batch")
+    parser.add_argument("--samples", type=int, default=256, help="training points")
+    parser.add_argument("--hidden", type=int, default=16, help="hidden units")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of data and weights")
+    parser.add_argument("--out", default=".", metavar="DIR", help="folder for the files written")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run for tests: few samples and epochs"
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train, check every step's gradients; returns the exit status (0: all agreed)."""
-    parser = argparse.ArgumentParser(description="Train a network of hand-written Functions.")
-    parser.add_argument("--quick", action="store_true", help="a few seconds only")
-    parser.add_argument("--steps", type=int, default=None, help="training steps")
-    parser.add_argument("--hidden", type=int, default=16, help="hidden units")
-    parser.add_argument("--out", default="custom_autograd.png", help="figure file")
-    args = parser.parse_args(argv)
-    steps = args.steps or (60 if args.quick else 600)
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    epochs, samples = (15, 128) if args.quick else (args.epochs, args.samples)
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
 
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(args.seed)
     params = {k: v.requires_grad_() for k, v in init_params(args.hidden, generator).items()}
-    x_train, y_train = make_data(256, generator)
-    optimizer = torch.optim.Adam(params.values(), lr=1e-2)
+    x_train, y_train = make_data(samples, generator)
+    optimizer = torch.optim.Adam(params.values(), lr=args.lr)
 
     loss, grads, differences = compare_with_pytorch(params, x_train, y_train)
     print(f"initial loss {loss.item():.4f}; gradients of the hand-written backward passes:")
@@ -138,22 +154,32 @@ def main(argv: list[str] | None = None) -> int:
             f"  max |custom - PyTorch| {differences[name]:.1e}"
         )
 
-    losses, worst = [], []
-    for _ in tqdm(range(steps), desc="training", unit="step"):
-        batch = torch.randint(len(x_train), (64,), generator=generator)
-        loss, grads, differences = compare_with_pytorch(params, x_train[batch], y_train[batch])
-        for name, grad in grads.items():
-            params[name].grad = grad
-        optimizer.step()
-        losses.append(loss.item())
-        worst.append(max(differences.values()))
+    losses, worst = [], []  # of every step
+    report_every = max(epochs // 10, 1)
+    show_bar = sys.stdout.isatty()
+    for epoch in tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not show_bar):
+        total = 0.0
+        for batch in torch.randperm(len(x_train), generator=generator).split(args.batch_size):
+            loss, grads, differences = compare_with_pytorch(params, x_train[batch], y_train[batch])
+            for name, grad in grads.items():
+                params[name].grad = grad
+            optimizer.step()
+            losses.append(loss.item())
+            worst.append(max(differences.values()))
+            total += loss.item() * len(batch)
+        if epoch == 1 or epoch % report_every == 0:
+            tqdm.write(f"epoch {epoch:3d}  loss {total / len(x_train):.4f} (mean over the epoch)")
 
     with torch.no_grad():
         final = loss_custom(params, x_train, y_train).item()
-    print(f"loss: {losses[0]:.4f} at the first step, {final:.4f} on all data after {steps} steps")
+    print(
+        f"loss: {losses[0]:.4f} at the first step, {final:.4f} on all data after {len(losses)} "
+        f"steps ({epochs} epochs)"
+    )
     print(f"max abs difference between custom and PyTorch gradients: {max(worst):.3e}")
-    save_figure(losses, worst, args.out)
-    print(f"saved {args.out}")
+    figure_path = out / "custom_autograd.png"
+    save_figure(losses, worst, figure_path)
+    print("files written:", f"  {figure_path}", sep="\n")
     if max(worst) > TOLERANCE:
         print(f"FAILED: the gradients disagree by more than {TOLERANCE:g}", file=sys.stderr)
         return 1

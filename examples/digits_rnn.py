@@ -8,9 +8,9 @@ A :class:`tracetorch.rnn.GRU` (``--cell lstm``: :class:`~tracetorch.rnn.LSTM`, `
 Training is backpropagation through time with Adam, on one CPU thread (the matrices are tiny).
 
 Run ``python examples/digits_rnn.py`` (about 10 s, test accuracy about 0.98; ``--quick`` for
-a seconds-long smoke run). Writes ``digits_rnn_training.png`` (loss and test accuracy per
-epoch) and ``digits_rnn_hidden.png`` (the hidden state of one test digit, row by row) into
-the current directory and ends by printing ``test accuracy: 0.xxx``.
+a tiny run, ``--help`` for the options). Writes ``digits_rnn_training.png`` (loss and test
+accuracy per epoch) and ``digits_rnn_hidden.png`` (the hidden state of one test digit, row by
+row) into ``--out`` and ends by printing ``test accuracy: 0.xxx``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -73,7 +74,7 @@ def accuracy(model: RowReader, images: Tensor, labels: Tensor) -> float:
     return (model.read(images).argmax(dim=-1) == labels).float().mean().item()
 
 
-def plot_training(losses: list[float], accuracies: list[float], path: str) -> None:
+def plot_training(losses: list[float], accuracies: list[float], path: Path) -> None:
     epochs = range(1, len(losses) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, losses, marker="o")
@@ -87,7 +88,7 @@ def plot_training(losses: list[float], accuracies: list[float], path: str) -> No
 
 
 @torch.no_grad()
-def plot_hidden(model: RowReader, image: Tensor, label: int, path: str) -> None:
+def plot_hidden(model: RowReader, image: Tensor, label: int, path: Path) -> None:
     """The image, the hidden state after each row, and the class probabilities per row."""
     model.zero_states()
     hidden, probabilities = [], []
@@ -113,16 +114,27 @@ def plot_hidden(model: RowReader, image: Tensor, label: int, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cell", choices=("rnn", "gru", "lstm"), default="gru")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--cell", choices=("rnn", "gru", "lstm"), default="gru", help="the recurrent layer"
+    )
     parser.add_argument("--hidden", type=int, default=128, help="hidden units")
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="1 epoch on 300 images (smoke)")
+    parser.add_argument("--epochs", type=int, default=25, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    parser.add_argument("--lr", type=float, default=5e-3, help="initial Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of split and weights")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for torch (small layers: 1 is fastest)"
+    )
+    parser.add_argument("--out", default=".", metavar="DIR", help="folder for the files written")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run for tests: few samples and epochs"
+    )
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     # The matrices are tiny (batch 32, 128 units): a second thread brings nothing, and on a
     # busy machine threads waiting for each other cost many times the work itself.
@@ -139,8 +151,13 @@ def main(argv: list[str] | None = None) -> float:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     generator = torch.Generator().manual_seed(args.seed)
     losses, accuracies = [], []
-    progress = tqdm(range(epochs), desc=f"training {args.cell.upper()}", unit="epoch")
-    for _ in progress:
+    progress = tqdm(
+        range(1, epochs + 1),
+        desc=f"training {args.cell.upper()}",
+        unit="epoch",
+        disable=not sys.stdout.isatty(),
+    )
+    for epoch in progress:
         model.train()
         total, count = 0.0, 0
         for batch in torch.randperm(len(x_train), generator=generator).split(args.batch_size):
@@ -154,10 +171,15 @@ def main(argv: list[str] | None = None) -> float:
         model.eval()
         losses.append(total / count)
         accuracies.append(accuracy(model, x_test, y_test))
-        progress.set_postfix(loss=f"{losses[-1]:.3f}", test_acc=f"{accuracies[-1]:.3f}")
+        tqdm.write(
+            f"epoch {epoch:3d}  loss {losses[-1]:.4f} (mean over the epoch)  "
+            f"test accuracy {accuracies[-1]:.3f}"
+        )
 
-    plot_training(losses, accuracies, "digits_rnn_training.png")
-    plot_hidden(model, x_test[0], int(y_test[0]), "digits_rnn_hidden.png")
+    training_path, hidden_path = out / "digits_rnn_training.png", out / "digits_rnn_hidden.png"
+    plot_training(losses, accuracies, training_path)
+    plot_hidden(model, x_test[0], int(y_test[0]), hidden_path)
+    print("files written:", *(f"  {path}" for path in (training_path, hidden_path)), sep="\n")
     print(f"test accuracy: {accuracies[-1]:.3f}")
     return accuracies[-1]
 

@@ -7,16 +7,18 @@ read-out's membrane, averaged over time, gives the class scores. Training is pla
 backpropagation through time with Adam, the spikes passing their gradient through the LIF
 layer's surrogate derivative. A stratified quarter of the images is held out for testing.
 
-Run: ``python examples/digits_snn.py`` (``--quick`` for a seconds-long run). Saves
-``digits_snn_raster.png`` (the spikes of one test digit) and ``digits_snn_training.png``
-(loss and accuracy per epoch) in the current directory. The last line printed is
-``test accuracy: 0.xxx``.
+Run: ``python examples/digits_snn.py`` (``--quick`` for a tiny run, ``--help`` for the
+options). Writes ``digits_snn_raster.png`` (the spikes of one test digit) and
+``digits_snn_training.png`` (loss and accuracy per epoch) into ``--out``. The last line
+printed is ``test accuracy: 0.xxx``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -37,18 +39,6 @@ def load_data(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x, y, test_size=0.25, stratify=y, random_state=seed
     )
     return x_train, x_test, y_train, y_test
-
-
-def rate_code(intensities: Tensor, steps: int, generator: torch.Generator) -> Tensor:
-    """Bernoulli spike trains ``[steps, N, F]``: a pixel fires with its intensity as probability.
-
-    Args:
-        intensities: ``[N, F]`` values in ``[0, 1]``.
-        steps: Number of timesteps.
-        generator: The random source (seeded by the caller, for reproducible spikes).
-    """
-    probabilities = intensities.expand(steps, *intensities.shape)
-    return torch.bernoulli(probabilities, generator=generator)
 
 
 class SpikingClassifier(tt.Model):
@@ -81,7 +71,7 @@ def accuracy(model: SpikingClassifier, spikes: Tensor, labels: Tensor, batch: in
 
 
 def save_raster(
-    model: SpikingClassifier, image: Tensor, spikes: Tensor, label: int, path: str
+    model: SpikingClassifier, image: Tensor, spikes: Tensor, label: int, path: Path
 ) -> None:
     """Plot the input spikes, hidden spikes and read-out membranes of one test digit."""
     import matplotlib
@@ -120,7 +110,7 @@ def save_raster(
     plt.close(fig)
 
 
-def save_training_curve(losses: list[float], accuracies: list[float], path: str) -> None:
+def save_training_curve(losses: list[float], accuracies: list[float], path: Path) -> None:
     """Plot the mean training loss and the test accuracy of every epoch."""
     import matplotlib
 
@@ -141,59 +131,72 @@ def save_training_curve(losses: list[float], accuracies: list[float], path: str)
 
 def main(argv: list[str] | None = None) -> float:
     """Train and evaluate; returns the final test accuracy."""
-    parser = argparse.ArgumentParser(description="Classify rate-coded digits with a LIF network.")
-    parser.add_argument("--quick", action="store_true", help="a few seconds only")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
+    parser = argparse.ArgumentParser(
+        description="Classify rate-coded digits with a LIF network.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--steps", type=int, default=20, help="timesteps per image")
-    parser.add_argument("--batch", type=int, default=64, help="batch size")
     parser.add_argument("--lr", type=float, default=5e-3, help="initial Adam learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, weights and spikes")
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads for torch (small layers: 1 is fastest)"
     )
+    parser.add_argument("--out", default=".", metavar="DIR", help="folder for the files written")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run for tests: few samples and epochs"
+    )
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    epochs = args.epochs or (1 if args.quick else 15)
+    epochs = 1 if args.quick else args.epochs
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     x_train, x_test, y_train, y_test = load_data(args.seed)
-    test_spikes = rate_code(x_test, args.steps, generator)  # one fixed encoding for testing
+    if args.quick:
+        x_train, y_train = x_train[:300], y_train[:300]
+    # one fixed encoding for testing
+    test_spikes = tt.encode.rate(x_test, args.steps, generator=generator)
     print(f"{len(x_train)} training and {len(x_test)} test images, {args.steps} timesteps each")
 
     model = SpikingClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    batches = -(-len(x_train) // args.batch)
+    batches = -(-len(x_train) // args.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches)
     losses, accuracies = [], []
-    with tqdm(total=epochs * batches, desc="training", unit="batch") as bar:
+    show_bar = sys.stdout.isatty()
+    with tqdm(total=epochs * batches, desc="training", unit="batch", disable=not show_bar) as bar:
         for epoch in range(1, epochs + 1):
             order = torch.randperm(len(x_train), generator=generator)
-            total = 0.0
-            for start in range(0, len(order), args.batch):
-                index = order[start : start + args.batch]
-                spikes = rate_code(x_train[index], args.steps, generator)  # fresh spikes
+            total, seen = 0.0, 0
+            for start in range(0, len(order), args.batch_size):
+                index = order[start : start + args.batch_size]
+                # fresh spikes every batch
+                spikes = tt.encode.rate(x_train[index], args.steps, generator=generator)
                 loss = nn.functional.cross_entropy(model.classify(spikes), y_train[index])
                 optimizer.zero_grad()
                 loss.backward()  # through every timestep of the batch
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * len(index)
+                total, seen = total + loss.item() * len(index), seen + len(index)
                 bar.update()
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                bar.set_postfix(epoch=epoch, loss=f"{total / seen:.3f}")  # mean so far
             losses.append(total / len(x_train))
             accuracies.append(accuracy(model, test_spikes, y_test))
             tqdm.write(
-                f"epoch {epoch:2d}  loss {losses[-1]:.4f}  test accuracy {accuracies[-1]:.3f}"
+                f"epoch {epoch:3d}  loss {losses[-1]:.4f} (mean over the epoch)  "
+                f"test accuracy {accuracies[-1]:.3f}"
             )
 
     sample = 0
-    save_raster(
-        model, x_test[sample], test_spikes[:, sample], int(y_test[sample]), "digits_snn_raster.png"
-    )
-    save_training_curve(losses, accuracies, "digits_snn_training.png")
-    print("saved digits_snn_raster.png and digits_snn_training.png")
+    raster_path, training_path = out / "digits_snn_raster.png", out / "digits_snn_training.png"
+    save_raster(model, x_test[sample], test_spikes[:, sample], int(y_test[sample]), raster_path)
+    save_training_curve(losses, accuracies, training_path)
+    print("files written:", *(f"  {path}" for path in (raster_path, training_path)), sep="\n")
     print(f"finished in {time.perf_counter() - started:.1f} s")
     print(f"test accuracy: {accuracies[-1]:.3f}")
     return accuracies[-1]

@@ -13,13 +13,15 @@ network on held-out data (an extra forward pass, which builds no graph because c
 under ``no_grad``). The task is made up on the spot: a regression target that this small
 network can represent exactly, plus a little noise.
 
-Run: ``python examples/exciter_network.py`` (``--quick`` for a seconds-long run). The loss
-curve is saved as ``exciter_network_loss.png`` in the current directory.
+Run: ``python examples/exciter_network.py`` (``--quick`` for a tiny run, ``--help`` for the
+options). Writes the loss curve ``exciter_network_loss.png`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -74,7 +76,7 @@ class GradientReporter:
         )
 
 
-def save_figure(losses: list[float], probes: list[tuple[int, float]], path: str) -> None:
+def save_figure(losses: list[float], probes: list[tuple[int, float]], path: Path) -> None:
     """Plot the training loss and the probed test loss against the training step."""
     import matplotlib
 
@@ -93,35 +95,54 @@ def save_figure(losses: list[float], probes: list[tuple[int, float]], path: str)
     plt.close(fig)
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train the Exciter network on a toy regression, with a backward callback.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=int, default=75, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=64, help="points per batch")
+    parser.add_argument("--samples", type=int, default=512, help="training points")
+    parser.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of data and weights")
+    parser.add_argument("--out", default=".", metavar="DIR", help="folder for the files written")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run for tests: few samples and epochs"
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> list[float]:
     """Train the network; returns the training loss of every step."""
-    parser = argparse.ArgumentParser(description="Train the Exciter network on a toy regression.")
-    parser.add_argument("--quick", action="store_true", help="a few seconds only")
-    parser.add_argument("--steps", type=int, default=None, help="training steps")
-    parser.add_argument("--out", default="exciter_network_loss.png", help="figure file")
-    args = parser.parse_args(argv)
-    steps = args.steps or (150 if args.quick else 600)
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    epochs, samples = (20, 256) if args.quick else (args.epochs, args.samples)
 
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    x_train, y_train = make_data(512, generator)
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    x_train, y_train = make_data(samples, generator)
     x_test, y_test = make_data(256, generator)
     model = build_network()
+    steps = epochs * -(-samples // args.batch_size)
     reporter = GradientReporter(model, x_test, y_test, every=max(steps // 5, 1))
     handle = model[1].register_backward_callback(reporter)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
 
-    losses = []
-    for step in tqdm(range(1, steps + 1), desc="training"):
-        batch = torch.randint(len(x_train), (64,))
-        loss = nn.functional.mse_loss(model(x_train[batch]), y_train[batch])
-        optimizer.zero_grad()
-        loss.backward()  # calls the reporter once, from inside the backward pass
-        optimizer.step()
-        losses.append(loss.item())
-        if step == 1 or step % max(steps // 10, 1) == 0:
-            recent = sum(losses[-10:]) / len(losses[-10:])
-            tqdm.write(f"step {step:5d}  loss {recent:.4f}")
+    losses = []  # of every step
+    report_every = max(epochs // 10, 1)
+    show_bar = sys.stdout.isatty()
+    for epoch in tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not show_bar):
+        total = 0.0
+        for batch in torch.randperm(samples, generator=generator).split(args.batch_size):
+            loss = nn.functional.mse_loss(model(x_train[batch]), y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()  # calls the reporter once, from inside the backward pass
+            optimizer.step()
+            losses.append(loss.item())
+            total += loss.item() * len(batch)
+        if epoch == 1 or epoch % report_every == 0:
+            tqdm.write(f"epoch {epoch:3d}  loss {total / samples:.4f} (mean over the epoch)")
     handle.remove()
 
     off_diagonal = model[2].weight.grad[~model[2].mask].abs().max().item()
@@ -129,8 +150,9 @@ def main(argv: list[str] | None = None) -> list[float]:
     with torch.no_grad():
         clamped = (model[0](x_test).abs() > 10).float().mean().item()
     print(f"Exciter inputs beyond the clamp (zero gradient) on the test set: {clamped:.1%}")
-    save_figure(losses, reporter.probes, args.out)
-    print(f"saved {args.out}")
+    figure_path = out / "exciter_network_loss.png"
+    save_figure(losses, reporter.probes, figure_path)
+    print("files written:", f"  {figure_path}", sep="\n")
     return losses
 
 

@@ -79,6 +79,7 @@ def test_to_float64_moves_live_states(case):
     assert layer(xs[1].double()).dtype == torch.float64
 
 
+@pytest.mark.slow  # one torch.compile per layer: about a minute in all
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_torch_compile_fullgraph_matches_eager(case):
     torch._dynamo.reset()

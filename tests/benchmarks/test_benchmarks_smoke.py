@@ -13,6 +13,7 @@ def test_there_are_benchmarks():
     assert any(path.name == "overhead.py" for path in BENCHMARKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
 def test_benchmark_smoke(script):
     done = subprocess.run(

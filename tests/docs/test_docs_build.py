@@ -57,6 +57,7 @@ def _report(result: subprocess.CompletedProcess[str]) -> str:
     )
 
 
+@pytest.mark.slow
 def test_html_builds_without_warnings(build):
     result = build["html"]
     assert result.returncode == 0, _report(result)
@@ -66,6 +67,7 @@ def test_html_builds_without_warnings(build):
         assert (html / f"{page}.html").is_file(), f"{page}.html was not written"
 
 
+@pytest.mark.slow
 def test_plot_directive_renders_figures_from_the_library(build):
     images = sorted((build["base"] / "html" / "_images").glob("snn_layers-*.png"))
     # LIF trace, one per firing kind (LI, LIB, LIT, LITS), the digits raster
@@ -74,6 +76,7 @@ def test_plot_directive_renders_figures_from_the_library(build):
     assert all(size > 5000 for size in sizes.values()), sizes
 
 
+@pytest.mark.slow
 def test_every_code_example_of_the_site_runs(build):
     result = build["doctest"]
     assert result.returncode == 0, _report(result)
@@ -108,6 +111,7 @@ def _inventory(build) -> set[str]:
     return {name for role, entries in data.items() if role.startswith("py:") for name in entries}
 
 
+@pytest.mark.slow
 def test_api_reference_documents_every_public_name(build):
     """Each name of each public module's ``__all__`` has an entry in the API reference.
 

@@ -277,7 +277,7 @@ class Model(nn.Module):
         load_states(self, states, strict=strict)
 
     def run(self, xs: Tensor, mode: Mode = "step") -> Tensor:
-        """Run the model over ``xs`` (``[T, ...]``), stack the outputs; see :func:`tracetorch.run`."""
+        """Run over ``xs`` (``[T, ...]``) and stack the outputs; see :func:`tracetorch.run`."""
         return run(self, xs, mode)
 
     def TTcompile(self) -> None:  # noqa: N802 (public name of the API)
