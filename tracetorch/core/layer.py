@@ -105,6 +105,7 @@ class Layer(nn.Module):
     """
 
     def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__()
         name = type(self).__name__
         self.num_neurons = _positive_int(name, "num_neurons", num_neurons)
@@ -374,6 +375,10 @@ class Layer(nn.Module):
         created = {name: s for name, s in states.items() if d[name] is None}
         if created:
             self._write_states(created)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One timestep: ``x`` in, the output out. Every layer defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward(x), one timestep")
 
     # -------------------------------------------------------------------- sequence mode
 

@@ -58,6 +58,7 @@ class MaskedLinear(nn.Module):
         mask: str | Tensor = "diagonal",
         bias: bool = True,
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__()
         for arg, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -111,6 +112,7 @@ class MaskedLinear(nn.Module):
             self.bias.uniform_(-1, 1).mul_(bound.squeeze(1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x @ (weight * mask).T + bias`` on ``(*, in_features)``, any leading dimensions."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"MaskedLinear: expected {self.in_features} features in the last dimension, "

@@ -35,6 +35,7 @@ class TimeDistributed(nn.Module):
     """
 
     def __init__(self, module: nn.Module) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__()
         from ..core.layer import Layer
 

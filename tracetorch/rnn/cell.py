@@ -44,6 +44,7 @@ class CellLayer(Layer):
     def __init__(
         self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__(out_features, dim=dim, in_features=in_features)
         if not isinstance(bias, bool):
             raise TypeError(f"{type(self).__name__}: expected bias to be a bool, got {bias!r}")

@@ -57,6 +57,7 @@ class GRU(CellLayer):
     def __init__(
         self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self._initialize_state("h")
 

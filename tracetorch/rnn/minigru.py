@@ -34,6 +34,7 @@ class MiniGRU(Layer):
     """
 
     def __init__(self, in_features: int, out_features: int, dim: int = -1) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__(out_features, dim=dim, in_features=in_features)
         self.gates = nn.Linear(in_features + out_features, 2 * out_features)
         self.candidate = nn.Linear(in_features + out_features, out_features)

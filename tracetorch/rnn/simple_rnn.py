@@ -61,6 +61,7 @@ class SimpleRNN(CellLayer):
         bias: bool = True,
         nonlinearity: str = "tanh",
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"{type(self).__name__}: expected nonlinearity 'tanh' or 'relu', got "

@@ -146,6 +146,7 @@ class Exciter(Layer):
         select_last: bool = False,
         dim: int = -1,
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__(num_neurons, dim=dim)
         for name, value in (("low", low), ("high", high)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -160,6 +161,7 @@ class Exciter(Layer):
         self._backward_callbacks: OrderedDict[int, BackwardCallback] = OrderedDict()
 
     def forward(self, x: Tensor) -> Tensor:
+        """One step: ``x`` clamped (and narrowed to the last neuron with ``select_last``)."""
         self._check_features(x, self.num_neurons)
         # len(): torch.compile guards on a dict's length, not on its truth value
         if len(self._backward_callbacks) > 0:

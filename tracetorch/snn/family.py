@@ -69,9 +69,10 @@ for _decay, _what in (("alpha", "Synaptic"), ("beta", "Membrane"), ("gamma", "Re
         _MEANING[f"{_sign}_{_decay}"] = f"{_what} decay of the {_trace} trace, in (0, 1)."
 _KIND_TEXT = {
     "none": "without firing: returns its membrane",
-    "binary": "with binary firing (spikes in {0, 1}, reset by subtraction)",
-    "ternary": "with ternary firing (spikes in {-1, 0, 1}, reset by subtraction)",
-    "scaled": "with ternary firing scaled by learnable output values (reset by subtraction)",
+    "binary": "with binary firing (spikes in {0, 1}, reset by subtraction by default)",
+    "ternary": "with ternary firing (spikes in {-1, 0, 1}, reset by subtraction by default)",
+    "scaled": "with ternary firing scaled by learnable output values (reset by subtraction by "
+    "default)",
 }
 
 
@@ -126,6 +127,12 @@ def _docstring(name: str, config: LeakyConfig, specs) -> str:
             "Applied to the firing value (default ``None``: identity), e.g. "
             ":func:`~tracetorch.functional.round_ste`.",
         )
+        lines += _entry(
+            "reset",
+            "What a spike does to the membrane: ``'subtract'`` (default) subtracts the "
+            "threshold, ``'zero'`` sets it to 0 where a spike fired, ``'none'`` leaves it; "
+            "see :func:`~tracetorch.functional.leaky_step`.",
+        )
     states = state_names(config)
     lines += [
         "",
@@ -153,7 +160,10 @@ def _docstring(name: str, config: LeakyConfig, specs) -> str:
 
 
 def _signature(config: LeakyConfig, specs) -> inspect.Signature:
-    """``(self, num_neurons, <values>, dim, <ranks>, <learn flags>[, spike_fn, quant_fn])``."""
+    """``(self, num_neurons, <values>, dim, <ranks>, <learn flags>[, <firing arguments>])``.
+
+    The firing arguments (firing kinds only) are ``spike_fn``, ``quant_fn`` and ``reset``.
+    """
 
     def arg(name: str, default: object = inspect.Parameter.empty, annotation: object = None):
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -167,6 +177,7 @@ def _signature(config: LeakyConfig, specs) -> inspect.Signature:
     if config.firing != "none":
         args.append(arg("spike_fn", DEFAULT_SPIKE, Callable[[Tensor], Tensor]))
         args.append(arg("quant_fn", None, Callable[[Tensor], Tensor] | None))
+        args.append(arg("reset", "subtract", str))
     return inspect.Signature(args, return_annotation=None)
 
 
@@ -209,7 +220,8 @@ class LIF(LeakyIntegrator):
 
     ``mem = beta*mem + x``; ``spike = heaviside(mem - threshold)`` (exactly 0 or 1 forward, the
     ``surrogate`` derivative backward, see :func:`tracetorch.autograd.heaviside`);
-    ``mem = mem - spike*threshold`` (reset by subtraction); returns ``spike``. This is
+    ``mem = mem - spike*threshold`` (reset by subtraction; ``reset="zero"`` sets the membrane
+    to 0 where a spike fired instead, ``reset="none"`` leaves it); returns ``spike``. This is
     :class:`LIB` with ``spike_fn=tt.autograd.spike_fn(surrogate, slope)`` and no bias (the
     layer before it usually has one), the default neuron of snnTorch and Norse.
 
@@ -222,10 +234,11 @@ class LIF(LeakyIntegrator):
     learn_beta=False, learn_threshold=False`` give snnTorch's one fixed value of each); and
     the reset is subtracted in the step that fires, where snnTorch subtracts it in the next
     step's update (so there the subtracted threshold is not decayed first).
+    ``reset_mechanism="zero", reset_delay=False`` corresponds to ``reset="zero"``.
 
     Coming from Norse, ``LIFBoxCell`` integrates ``v += dt * tau_mem_inv * (i - v)``: that is
     ``beta = 1 - dt * tau_mem_inv`` with the input scaled by ``1 - beta``, and a reset to
-    ``v_reset`` instead of a subtraction.
+    ``v_reset`` instead of a subtraction (``reset="zero"`` when ``v_reset`` is 0).
 
     Args:
         num_neurons: Number of neurons (features at ``dim``).
@@ -238,6 +251,8 @@ class LIF(LeakyIntegrator):
         surrogate: The surrogate derivative by name: ``"atan"`` (default),
             ``"fast_sigmoid"``, ``"triangle"``, ``"straight_through"``.
         slope: Sharpness of the surrogate (``None``: its default).
+        reset: ``"subtract"`` (default), ``"zero"`` or ``"none"``; see
+            :func:`tracetorch.functional.leaky_step`.
 
     Shape:
         - Input: ``(*, num_neurons, *)`` with the neurons at ``dim``.
@@ -267,7 +282,9 @@ class LIF(LeakyIntegrator):
         learn_threshold: bool = True,
         surrogate: str = "atan",
         slope: float | None = None,
+        reset: str = "subtract",
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         if surrogate not in SURROGATES:
             raise ValueError(
                 f"{type(self).__name__}: unknown surrogate {surrogate!r}; expected one of "
@@ -287,4 +304,5 @@ class LIF(LeakyIntegrator):
             threshold_rank=threshold_rank,
             learn_beta=learn_beta,
             learn_threshold=learn_threshold,
+            reset=reset,
         )

@@ -25,6 +25,7 @@ class Layer(core.Layer):
     """
 
     def __init__(self, num_neurons: int, dim: int = -1) -> None:
+        """Build the layer; the arguments are described on the class."""
         super().__init__(num_neurons, dim=dim, in_features=num_neurons)
 
     def _register_decay(

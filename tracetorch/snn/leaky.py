@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..autograd.leaky_scan import leaky_scan
 from ..autograd.surrogate import SpikeFn
-from ..functional.leaky import LeakyConfig, leaky_step
+from ..functional.leaky import RESETS, LeakyConfig, leaky_step
 from .layer import Layer
 
 __all__ = ["DEFAULT_SPIKE", "LeakyIntegrator", "ParameterSpec", "parameter_specs", "state_names"]
@@ -88,6 +88,9 @@ class LeakyIntegrator(Layer):
             hard spike in ``{0, 1}`` with the arctan surrogate gradient; pass
             :func:`~tracetorch.functional.sigmoid4x` for smooth firing).
         quant_fn: Firing kinds: applied to the firing value (``None``: identity).
+        reset: Firing kinds: what a spike does to the membrane: ``"subtract"`` (default:
+            the threshold is subtracted), ``"zero"`` (set to 0 where a spike fired) or
+            ``"none"``; see :func:`tracetorch.functional.leaky_step`.
         **parameters: For each parameter ``p`` of ``specs``: its value ``p`` (a float or a
             0-d/1-d tensor), ``p_rank`` (0: one value shared by the layer, 1: one per neuron)
             and ``learn_p`` (learnable ``nn.Parameter`` or fixed buffer); missing entries take
@@ -95,7 +98,8 @@ class LeakyIntegrator(Layer):
 
     Raises:
         TypeError: An unknown keyword, or a ``spike_fn``/``quant_fn`` that is not callable.
-        ValueError: A value outside its constraint, a bad rank or length.
+        ValueError: A value outside its constraint, a bad rank or length, an unknown
+            ``reset``, or a ``reset`` other than ``"subtract"`` on a kind that does not fire.
     """
 
     config: ClassVar[LeakyConfig] = LeakyConfig()
@@ -107,8 +111,10 @@ class LeakyIntegrator(Layer):
         dim: int = -1,
         spike_fn: Callable[[Tensor], Tensor] = DEFAULT_SPIKE,
         quant_fn: Callable[[Tensor], Tensor] | None = None,
+        reset: str = "subtract",
         **parameters: object,
     ) -> None:
+        """Build the layer; the arguments are described on the class."""
         name = type(self).__name__
         names = [p for p, _, _ in self.specs]
         known = {*names, *(f"{p}_rank" for p in names), *(f"learn_{p}" for p in names)}
@@ -119,6 +125,13 @@ class LeakyIntegrator(Layer):
             raise TypeError(f"{name}: expected spike_fn to be callable, got {spike_fn!r}")
         if quant_fn is not None and not callable(quant_fn):
             raise TypeError(f"{name}: expected quant_fn to be callable or None, got {quant_fn!r}")
+        if reset not in RESETS:
+            raise ValueError(f"{name}: expected reset to be one of {RESETS}, got {reset!r}")
+        if reset != "subtract" and self.config.firing == "none":
+            raise ValueError(
+                f"{name}: reset={reset!r} has no effect on a layer that does not fire; leave "
+                f"it at its default"
+            )
         for p in names:
             learnable = parameters.get(f"learn_{p}", True)
             if not isinstance(learnable, bool):
@@ -136,6 +149,7 @@ class LeakyIntegrator(Layer):
             self._initialize_state(state)
         self.spike_fn = spike_fn
         self.quant_fn = quant_fn
+        self.reset = reset
 
     def forward(self, x: Tensor) -> Tensor:
         """One timestep: integrate ``x``, fire and reset; returns the output of this step.
@@ -149,7 +163,9 @@ class LeakyIntegrator(Layer):
         x, states = self._read_states(x)
         params = self._parameter_values(x.dim())
         try:
-            out, new = leaky_step(x, states, params, self.config, self.spike_fn, self.quant_fn)
+            out, new = leaky_step(
+                x, states, params, self.config, self.spike_fn, self.quant_fn, self.reset
+            )
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(x, states, error)
         self._write_states(new)
@@ -167,7 +183,9 @@ class LeakyIntegrator(Layer):
         xs, states = self._read_sequence_states(xs)
         params = self._parameter_values(xs.dim() - 1)
         try:
-            out, new = leaky_scan(xs, states, params, self.config, self.spike_fn, self.quant_fn)
+            out, new = leaky_scan(
+                xs, states, params, self.config, self.spike_fn, self.quant_fn, self.reset
+            )
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(xs[0], states, error)
         self._write_states(new)
@@ -178,5 +196,5 @@ class LeakyIntegrator(Layer):
         if self.config.firing != "none":
             quant = getattr(self.quant_fn, "__name__", repr(self.quant_fn))
             spike = getattr(self.spike_fn, "__name__", repr(self.spike_fn))
-            text += f", spike_fn={spike}, quant_fn={quant}"
+            text += f", spike_fn={spike}, quant_fn={quant}, reset={self.reset!r}"
         return text
