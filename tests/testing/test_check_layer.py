@@ -169,6 +169,74 @@ class Stateless(tt.snn.Layer):
         return torch.tanh(x + self._from_working_dim(self.shift.expand_as(self._to_working_dim(x))))
 
 
+class VectorSequence(Leaky):
+    """A correct override: the loop runs on local tensors, the state is written once."""
+
+    def forward_sequence(self, xs):
+        self._ensure_states(xs[0])
+        dim = self.dim if self.dim < 0 else self.dim + 1  # counted in the sequence
+        mem, outputs = self._to_working_dim(self.mem), []
+        for x in xs.movedim(dim, -1):
+            mem = self.step(mem, x)
+            outputs.append(mem)
+        self.mem = self._from_working_dim(mem)
+        return torch.stack(outputs).movedim(-1, dim)
+
+
+class SequenceFromZero(VectorSequence):
+    """Starts every sequence from zero, ignoring the live state."""
+
+    def forward_sequence(self, xs):
+        self.zero_states()
+        return super().forward_sequence(xs)
+
+
+class SequenceIgnoresDim(Leaky):
+    """Right with the features last; broadcasts beta against the last dimension otherwise."""
+
+    def forward_sequence(self, xs):
+        self._ensure_states(xs[0])
+        mem, outputs = self.mem, []
+        for x in xs:
+            mem = mem * self.beta + x
+            outputs.append(mem)
+        self.mem = mem
+        return torch.stack(outputs)
+
+
+class SequenceDetachedBeta(VectorSequence):
+    """Reads beta without its graph in sequence mode: raw_beta gets no gradient."""
+
+    def step(self, mem, x):
+        return mem * self.beta.detach() + x
+
+    def forward(self, x):
+        self._ensure_states(x)
+        mem = super().step(self._to_working_dim(self.mem), self._to_working_dim(x))
+        self.mem = self._from_working_dim(mem)
+        return self.mem
+
+
+class SequenceKeepsNoState(Leaky):
+    """Computes the outputs but never stores the final state."""
+
+    def forward_sequence(self, xs):
+        mem = torch.zeros_like(xs[0]) if self.mem is None else self.mem
+        outputs = []
+        for x in xs:
+            mem = self.step(self._to_working_dim(mem), self._to_working_dim(x))
+            mem = self._from_working_dim(mem)
+            outputs.append(mem)
+        return torch.stack(outputs)
+
+
+class SequenceConcatenates(VectorSequence):
+    """Concatenates the outputs along the batch instead of stacking them."""
+
+    def forward_sequence(self, xs):
+        return torch.cat(list(super().forward_sequence(xs)))
+
+
 # ----------------------------------------------------------------------------------- tests
 
 
@@ -245,10 +313,10 @@ def test_layer_that_normalises_the_wrong_dim_fails():
     assert "the outputs differ at step 0" in str(err) and "dim=-2" in str(err)
 
 
-def test_wrong_inverse_fails_compile():
+def test_wrong_inverse_fails_ttcompile():
     err = failure(WrongInverse)
-    assert err.check == "compile"
-    assert "after TTdecompile() vs before" in str(err)
+    assert err.check == "ttcompile"
+    assert "after changing the baked values, TTdecompile()" in str(err)
 
 
 def test_undeclared_state_fails_save_load():
@@ -285,3 +353,54 @@ def test_make_layer_must_build_a_layer_that_takes_dim():
         check_layer(lambda dim=-1: Leaky(4), (3, 4))
     assert info.value.check == "dim"
     assert check_layer(lambda dim=-1: Leaky(4), (3, 4), skip=["dim"])
+
+
+def test_checks_are_named_ttcompile_and_sequence():
+    assert CHECKS[-2:] == ("save_load", "sequence") and "ttcompile" in CHECKS
+    with pytest.raises(ValueError, match="unknown check"):
+        check_layer(make(Leaky), (3, 4), skip=["compile"])
+
+
+def test_a_correct_forward_sequence_passes_on_every_layout():
+    assert check_layer(make(VectorSequence), (3, 4))
+    assert check_layer(make(VectorSequence), (4,), steps=2)
+    assert check_layer(make(VectorSequence), (2, 3, 4), steps=4)
+
+
+def test_forward_sequence_starting_from_zero_fails_sequence():
+    err = failure(SequenceFromZero)
+    assert err.check == "sequence"
+    assert "forward_sequence vs forward step by step" in str(err)
+    assert "forward_sequence after one step of forward" in str(
+        err
+    ) and "outputs differ at step 1" in str(err)
+
+
+def test_forward_sequence_that_ignores_dim_fails_sequence_at_another_dim():
+    assert check_layer(make(SequenceIgnoresDim), (3, 4), skip=["dim", "sequence"])
+    err = failure(SequenceIgnoresDim)
+    assert err.check == "sequence"
+    assert "forward_sequence raised RuntimeError" in str(err) and "dim=-2" in str(err)
+    assert isinstance(err.__cause__, RuntimeError)
+
+
+def test_forward_sequence_with_a_wrong_gradient_fails_sequence_naming_the_parameter():
+    err = failure(SequenceDetachedBeta)
+    assert err.check == "sequence"
+    assert "the gradient w.r.t. parameter 'raw_beta' differs" in str(err)
+
+
+def test_forward_sequence_that_stores_no_state_fails_sequence():
+    err = failure(SequenceKeepsNoState)
+    assert err.check == "sequence"
+    assert "state 'mem' is None after forward_sequence, (3, 4) after the steps" in str(err)
+
+
+def test_forward_sequence_with_the_wrong_shape_fails_sequence():
+    err = failure(SequenceConcatenates)
+    assert err.check == "sequence"
+    assert "of shape (9, 4), expected torch.float64 of shape (3, 3, 4)" in str(err)
+
+
+def test_skipping_dim_checks_sequence_with_the_features_last_only():
+    assert check_layer(lambda dim=-1: SequenceIgnoresDim(4), (3, 4), skip=["dim"])

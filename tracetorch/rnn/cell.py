@@ -80,7 +80,8 @@ class CellLayer(Layer):
             )
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(x, states, error)
-        new = [self._from_working_dim(s) for s in new]
+        # under autocast the kernels compute in low precision; states keep the layer's dtype
+        new = [self._from_working_dim(s if s.dtype == x.dtype else s.to(x.dtype)) for s in new]
         self._write_states(dict(zip(self._state_names, new, strict=True)))
         return new[0]
 
@@ -103,6 +104,8 @@ class CellLayer(Layer):
             out, *last = self._sequence_kernel(rows, first)
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(xs[0], states, error)
+        if out.dtype != xs.dtype:  # autocast computed in low precision: keep the layer's dtype
+            out, last = out.to(xs.dtype), [s.to(xs.dtype) for s in last]
         out = out.reshape(steps, *batch_shape, self.num_neurons)
         if not (step_dim == -1 or step_dim == xs.dim() - 1):
             out = out.movedim(-1, step_dim)

@@ -200,6 +200,10 @@ class Exciter(Layer):
         (``load_states`` installs detached copies, as :meth:`detach_states` would: after a
         backward the graph behind the states has been used anyway.)
 
+        In sequence mode (:func:`tracetorch.run` with ``mode="sequence"``) the layer runs
+        once per sequence, so a callback runs once per backward with ``grad_output`` of the
+        whole sequence, ``[T, ...]``, where step mode calls it once per timestep.
+
         Callbacks are Python code the autograd engine runs, so while any is registered the
         layer runs outside ``torch.compile`` graphs: a graph break (an error with
         ``fullgraph=True``). Without callbacks it compiles like any other layer.

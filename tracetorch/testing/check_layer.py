@@ -1,4 +1,4 @@
-"""The conformance check a stateful layer must pass: gradients, states, dim, compile, save/load."""
+"""The conformance check a stateful layer must pass: gradients, states, dim, save/load, sequence."""
 
 from __future__ import annotations
 
@@ -20,12 +20,18 @@ CHECKS = (
     "gradients",
     "detach_states",
     "dim",
-    "compile",
+    "ttcompile",
     "save_load",
+    "sequence",
 )
 """The checks :func:`check_layer` runs, in order; any of them can be skipped by name."""
 
+Move = Callable[[Tensor], Tensor]  # moves the feature dimension of a tensor
+
 _SAME = {"rtol": 1e-6, "atol": 1e-6}  # "equal" for float64 runs that may differ in rounding
+# "equal" for float64 runs of one computation by two code paths (forward_sequence and the loop
+# of forward): they differ by a few roundings, ~1e-16 relative, where a real bug shows at once
+_EXACT = {"rtol": 1e-10, "atol": 1e-10}
 
 
 class LayerCheckError(AssertionError):
@@ -68,8 +74,12 @@ class _Checker:
         steps: int,
         seed: int,
         device: torch.device,
+        tolerances: dict[str, float],
+        skip: Collection[str] = (),
     ) -> None:
         self.make_layer = make_layer
+        self.tolerances = tolerances  # atol, rtol and eps of the gradient check
+        self.skip = frozenset(skip)
         self.input_shape = input_shape
         self.steps = steps
         self.seed = seed
@@ -127,7 +137,12 @@ class _Checker:
         ) from cause
 
     def same(
-        self, check: str, what: str, got: Sequence[Tensor], expected: Sequence[Tensor]
+        self,
+        check: str,
+        what: str,
+        got: Sequence[Tensor],
+        expected: Sequence[Tensor],
+        tolerance: dict[str, float] = _SAME,
     ) -> None:
         """Fail ``check`` unless the two output sequences agree step by step."""
         for t, (a, b) in enumerate(zip(got, expected, strict=True)):
@@ -137,7 +152,7 @@ class _Checker:
                     f"{what}: at step {t} the output has shape {tuple(a.shape)}, expected "
                     f"{tuple(b.shape)}",
                 )
-            if not torch.allclose(a, b, **_SAME):
+            if not torch.allclose(a, b, **tolerance):
                 diff = (a - b).abs().max().item()
                 self.fail(check, f"{what}: the outputs differ at step {t} (max |diff| {diff:.3g})")
 
@@ -186,7 +201,7 @@ class _Checker:
                     f"{x.dtype} on {x.device}: states must follow the input's dtype and device",
                 )
 
-    def gradients(self, atol: float, rtol: float, eps: float) -> None:
+    def gradients(self) -> None:
         layer = self.copy()
         unroll = _Unroll(layer, self.seed)
         learnable = [(n, p) for n, p in unroll.named_parameters() if p.requires_grad]
@@ -203,7 +218,7 @@ class _Checker:
         ]
         # Fast mode compares one random projection of the Jacobians (cheap, and a wrong
         # gradient almost surely shows in it); on failure, check_function finds the culprit.
-        options = {"atol": atol, "rtol": rtol, "eps": eps}
+        options = self.tolerances
         if torch.autograd.gradcheck(fn, inputs, raise_exception=False, fast_mode=True, **options):
             return
         try:
@@ -264,19 +279,26 @@ class _Checker:
                     f"{split}) reaches the input of step {t}",
                 )
 
+    def moved_layouts(self) -> dict[int, tuple[Move, Move]]:
+        """For each ``dim`` other than -1: how to move the wide inputs' features there, and back.
+
+        The wide inputs have one more dimension before the features: their features go to
+        ``-2`` (and its positive equivalent) by a transpose, and to ``0`` by a move.
+        """
+        rank = len(self.input_shape) + 1
+        return {
+            -2: (lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2)),
+            rank - 2: (lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2)),
+            0: (lambda t: t.movedim(-1, 0), lambda t: t.movedim(0, -1)),
+        }
+
     def dim(self) -> None:
         """Same weights built with another ``dim`` on the permuted input: the permuted result."""
         check = "dim"
         layer = self.copy(-1)
         expected = self.run(layer, self.wide_xs)
         expected_states = {name: getattr(layer, name) for name in layer.state_names}
-        rank = len(self.input_shape) + 1
-        variants: dict[int, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
-            -2: (lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2)),
-            rank - 2: (lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2)),
-            0: (lambda t: t.movedim(-1, 0), lambda t: t.movedim(0, -1)),
-        }
-        for dim, (forth, back) in variants.items():
+        for dim, (forth, back) in self.moved_layouts().items():
             moved = self.copy(dim)
             xs = [forth(x) for x in self.wide_xs]
             got = [back(y) for y in self.run(moved, xs)]
@@ -297,15 +319,17 @@ class _Checker:
                     )
                 self.same(check, f"state {name!r} with dim={dim}", [back(other)], [state])
 
-    def compile(self) -> None:
-        check = "compile"
+    def ttcompile(self) -> None:
+        check = "ttcompile"
         layer = self.copy()
         expected = self.run(layer, self.xs)
         parameter_names = [n for n, _ in layer.named_parameters()]
         for step in ("TTcompile()", "TTcompile() twice", "TTdecompile()", "TTdecompile() twice"):
             (layer.TTcompile if "TTcompile" in step else layer.TTdecompile)()
             layer.zero_states()
-            self.same(check, f"after {step} vs before", self.run(layer, self.xs), expected)
+            with torch.no_grad():  # a baked layer is for inference (with grad, it warns)
+                got = self.run(layer, self.xs)
+            self.same(check, f"after {step} vs before", got, expected)
         names = [n for n, _ in layer.named_parameters()]
         if names != parameter_names:
             self.fail(
@@ -313,6 +337,24 @@ class _Checker:
                 f"after TTcompile() and TTdecompile() the parameters are {names}, expected "
                 f"{parameter_names}",
             )
+        # A baked value changed after TTcompile() (quantized, pruned) comes back through the
+        # inverse of its transform: nudge every value towards 0 (inside any bounds around it).
+        layer.TTcompile()
+        baked = dict(layer.named_buffers(recurse=False))
+        with torch.no_grad():
+            for name in layer.parameter_names:
+                baked[name].mul_(1 - 1e-9)
+            layer.zero_states()
+            nudged = self.run(layer, self.xs)
+        layer.TTdecompile()
+        layer.zero_states()
+        self.same(
+            check,
+            "after changing the baked values, TTdecompile() vs the baked layer (does each "
+            "inverse undo its transform?)",
+            self.run(layer, self.xs),
+            nudged,
+        )
 
     def save_load(self) -> None:
         check = "save_load"
@@ -335,6 +377,117 @@ class _Checker:
             got,
             expected,
         )
+
+    def sequence(self) -> None:
+        """``forward_sequence`` equals the loop of ``forward``: outputs, states and gradients.
+
+        Run on the inputs with the features last (``dim=-1``) and on the wide inputs with the
+        features moved as in the ``"dim"`` check (unless it is skipped: the layer may not take
+        ``dim``); each from zero states, and after one step of ``forward`` (a sequence starts
+        from the live states).
+        """
+        layouts = [(-1, torch.stack(self.xs))]
+        moved = {} if "dim" in self.skip else self.moved_layouts()
+        for dim, (forth, _) in moved.items():
+            layouts.append((dim, torch.stack([forth(x) for x in self.wide_xs])))
+        for dim, xs in layouts:
+            for warm in (False, True):
+                self.compare_sequence(dim, xs, warm)
+
+    def compare_sequence(self, dim: int, xs: Tensor, warm: bool) -> None:
+        """One layer steps through ``xs``; a copy runs it (after one step when ``warm``)."""
+        check = "sequence"
+        start = "after one step of forward" if warm else "from zero states"
+        where = f"dim={dim}, xs of shape {tuple(xs.shape)}, forward_sequence {start}"
+        stepped, sequenced = self.copy(dim), self.copy(dim)
+        xs_step, xs_seq = xs.clone().requires_grad_(), xs.clone().requires_grad_()
+        expected = torch.stack(self.run(stepped, xs_step.unbind(0)))
+        split = int(warm)
+        outputs = self.run(sequenced, xs_seq[:split].unbind(0))  # seeds the RNG as above
+        try:
+            rest = sequenced.forward_sequence(xs_seq[split:])
+        except Exception as err:
+            self.fail(check, f"forward_sequence raised {type(err).__name__}: {err} ({where})", err)
+        if not isinstance(rest, Tensor):
+            self.fail(check, f"forward_sequence must return a tensor, got {type(rest).__name__}")
+        want = (len(xs) - split, *expected.shape[1:])
+        if tuple(rest.shape) != want or rest.dtype != expected.dtype:
+            self.fail(
+                check,
+                f"forward_sequence returned a {rest.dtype} tensor of shape {tuple(rest.shape)}, "
+                f"expected {expected.dtype} of shape {want}: the outputs of forward for each "
+                f"step, stacked along a new dim 0 ({where})",
+            )
+        got = torch.cat([*(y.unsqueeze(0) for y in outputs), rest])
+        what = f"forward_sequence vs forward step by step ({where})"
+        self.same(check, what, got.unbind(0), expected.unbind(0), _EXACT)
+        for name in stepped.state_names:
+            a, b = getattr(sequenced, name), getattr(stepped, name)
+            if (a is None) != (b is None) or (b is not None and a.shape != b.shape):
+                shapes = [None if t is None else tuple(t.shape) for t in (a, b)]
+                self.fail(
+                    check,
+                    f"{what}: state {name!r} is {shapes[0]} after forward_sequence, {shapes[1]} "
+                    f"after the steps",
+                )
+            if b is not None and not torch.allclose(a, b, **_EXACT):
+                diff = (a - b).abs().max().item()
+                self.fail(
+                    check,
+                    f"{what}: state {name!r} differs after the sequence (max |diff| {diff:.3g});"
+                    f" forward_sequence must leave the states of the last step",
+                )
+        self.same_gradients(what, (stepped, xs_step, expected), (sequenced, xs_seq, got))
+
+    def same_gradients(
+        self,
+        what: str,
+        stepped: tuple[Layer, Tensor, Tensor],
+        sequenced: tuple[Layer, Tensor, Tensor],
+    ) -> None:
+        """Fail "sequence" unless one loss of outputs and final states has equal gradients.
+
+        Each run is ``(layer, inputs, outputs)``. The loss weighs every output and every
+        final state with fixed random weights, so the gradients reaching each input step and
+        each parameter through either are compared.
+        """
+        layer, _, expected = stepped
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        names = [n for n in layer.state_names if getattr(layer, n) is not None]
+        weights = [self._randn(expected.shape, generator)]
+        weights += [self._randn(getattr(layer, n).shape, generator) for n in names]
+        keys = [f"parameter {n!r}" for n, p in layer.named_parameters() if p.requires_grad]
+        grads = []
+        for layer, xs, ys in (stepped, sequenced):
+            parameters = [p for _, p in layer.named_parameters() if p.requires_grad]
+            terms = [ys, *(getattr(layer, n) for n in names)]
+            loss = sum((t * w).sum() for t, w in zip(terms, weights, strict=True))
+            if not loss.requires_grad:
+                grads.append([None] * (1 + len(parameters)))
+                continue
+            inputs = [xs, *parameters]
+            grads.append(torch.autograd.grad(loss, inputs, allow_unused=True))
+        for key, a, b in zip(["xs", *keys], *grads, strict=True):
+            a, b = _dense(a, b), _dense(b, a)
+            if a is None or torch.allclose(a, b, **_EXACT):
+                continue
+            if key == "xs":
+                steps = [t for t in range(len(a)) if not torch.allclose(a[t], b[t], **_EXACT)]
+                key = f"the input of step {steps[0]}"
+            diff = (a - b).abs().max().item()
+            self.fail(
+                "sequence",
+                f"{what}: the gradient w.r.t. {key} differs (max |diff| {diff:.3g}; the loss "
+                f"weighs every output and final state): the backward of forward_sequence "
+                f"must be the one of the steps",
+            )
+
+
+def _dense(grad: Tensor | None, other: Tensor | None) -> Tensor | None:
+    """A gradient, or zeros for a missing one (``None``: unused) when the other is present."""
+    if grad is None and other is not None:
+        return torch.zeros_like(other)
+    return grad
 
 
 def check_layer(
@@ -368,14 +521,22 @@ def check_layer(
     - ``"dim"``: with an extra dimension before the features, the layer built with ``dim=-2``
       (and its positive equivalent, and ``dim=0``) on the permuted input gives the permuted
       outputs and states of the layer built with ``dim=-1``.
-    - ``"compile"``: ``TTcompile()`` and ``TTdecompile()`` (each twice) leave the outputs
-      unchanged, and the parameters are restored.
+    - ``"ttcompile"``: ``TTcompile()`` and ``TTdecompile()`` (each twice) leave the outputs
+      unchanged, and the parameters are restored; baked values changed before
+      ``TTdecompile()`` come back through the inverse of their transform.
     - ``"save_load"``: a fresh copy given the states from ``save_states()`` after some steps
       continues exactly like the original.
+    - ``"sequence"``: ``forward_sequence(xs)`` (sequence mode, see :func:`tracetorch.run`)
+      equals calling ``forward`` on each step of ``xs`` to rounding (``1e-10``): the outputs,
+      the states left behind, and the gradients of the outputs and final states with respect
+      to the inputs and every learnable parameter. Checked with ``dim=-1`` and with the
+      layouts of ``"dim"`` (unless skipped), from zero states and from live states. The default
+      ``forward_sequence`` is that loop; this check is for layers that override it.
 
     Random layers are fine: the global RNG is seeded with ``seed`` before every run, so
     repeated runs draw the same numbers; the caller's RNG state is restored afterwards. (Their
-    draws land on different elements once the input is permuted, so skip ``"dim"`` for them.)
+    draws land on different elements once the input is permuted, so skip ``"dim"`` for them,
+    and ``"sequence"`` when their ``forward_sequence`` draws in another order than the steps.)
 
     Args:
         make_layer: Builds a fresh layer; called with the keyword ``dim`` (``-1``, ``-2``,
@@ -445,13 +606,13 @@ def check_layer(
     if device.type == "cuda":
         devices = [torch.cuda.current_device() if device.index is None else device.index]
     with torch.random.fork_rng(devices=devices):
-        checker = _Checker(make_layer, input_shape, steps, seed, device)
+        tolerances = {"atol": atol, "rtol": rtol, "eps": eps}
+        checker = _Checker(make_layer, input_shape, steps, seed, device, tolerances, skip)
         for check in CHECKS:
             if check in skip:
                 continue
-            method = getattr(checker, check)
             try:
-                method(atol, rtol, eps) if check == "gradients" else method()
+                getattr(checker, check)()
             except LayerCheckError:
                 raise
             except Exception as err:

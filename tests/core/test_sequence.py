@@ -1,0 +1,423 @@
+"""Sequence mode (``forward_sequence``, ``tt.run``, ``tt.sequence_mode``, ``TimeDistributed``).
+
+Every layer of the layer table computes in sequence mode what it computes step by step:
+outputs, the states it leaves, and gradients with respect to the inputs and parameters, also
+across a mid-sequence ``detach_states`` and when the two modes are mixed. The comparisons here
+are written out (not through ``tt.testing.check_sequence``, which has its own tests).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from layer_table import LayerCase, all_cases
+from torch import Tensor, nn
+
+import tracetorch as tt
+
+CASES = all_cases()
+F64 = torch.float64
+STEPS = 6
+TOLERANCE = {torch.float32: {"rtol": 1e-4, "atol": 1e-5}, F64: {"rtol": 1e-10, "atol": 1e-12}}
+
+
+def state_values(module: nn.Module) -> dict[str, Tensor | None]:
+    """Every declared state under ``module`` (``None`` included), by ``path.name``."""
+    return {
+        f"{path}.{name}": getattr(layer, name)
+        for path, layer in tt.layers(module)
+        for name in layer.state_names
+    }
+
+
+def loss_of(ys: Tensor, states: dict[str, Tensor | None], seed: int = 1) -> Tensor:
+    """Fixed random weights on every output and every live state: one scalar to backprop."""
+    generator = torch.Generator().manual_seed(seed)
+    terms = [ys, *(s for s in states.values() if s is not None)]
+    weights = [torch.randn(t.shape, generator=generator, dtype=F64).to(t.dtype) for t in terms]
+    return sum((t * w).sum() for t, w in zip(terms, weights, strict=True))
+
+
+def run_in_halves(module: nn.Module, xs: Tensor, mode: str, detach: bool) -> Tensor:
+    """Run the first half of ``xs``, optionally ``detach_states``, then the second half."""
+    half = len(xs) // 2
+    first = tt.run(module, xs[:half], mode=mode)
+    if detach:
+        tt.detach_states(module)
+    return torch.cat([first, tt.run(module, xs[half:], mode=mode)])
+
+
+def assert_close(got, expected, what: str, tolerance: dict[str, float]) -> None:
+    if expected is None or got is None:
+        assert got is None and expected is None, what
+        return
+    assert got.shape == expected.shape, what
+    torch.testing.assert_close(got, expected, **tolerance, msg=lambda m: f"{what}: {m}")
+
+
+def compare_modes(make, xs: Tensor, tolerance: dict[str, float], detach: bool = False) -> None:
+    """Outputs, final states and gradients (input, parameters) are equal in the two modes.
+
+    ``make()`` builds the module; the sequence-mode copy gets the same weights.
+    """
+    results = {}
+    reference = make()
+    for mode in ("step", "sequence"):
+        module = copy.deepcopy(reference)
+        leaf = xs.clone().requires_grad_()
+        ys = run_in_halves(module, leaf, mode, detach)
+        states = state_values(module)
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        loss = loss_of(ys, states)
+        grads = torch.autograd.grad(loss, [leaf, *parameters], allow_unused=True)
+        results[mode] = ys, states, grads
+    (ys, states, grads), (ys_seq, states_seq, grads_seq) = results["step"], results["sequence"]
+    assert_close(ys_seq, ys, "outputs", tolerance)
+    assert states_seq.keys() == states.keys()
+    for key in states:
+        assert_close(states_seq[key], states[key], f"state {key}", tolerance)
+    names = ["xs", *(n for n, p in reference.named_parameters() if p.requires_grad)]
+    for name, got, expected in zip(names, grads_seq, grads, strict=True):
+        if got is None or expected is None:  # unused in one mode: zero in the other
+            got = torch.zeros_like(expected) if got is None else got
+            expected = torch.zeros_like(got) if expected is None else expected
+        assert_close(got, expected, f"gradient w.r.t. {name}", tolerance)
+
+
+def layer_inputs(case: LayerCase, dim: int, dtype: torch.dtype, seed: int = 0) -> Tensor:
+    """``[T, *input_shape]`` for ``dim=-1``; ``[T, B, C, H, W]`` for ``dim=-3``."""
+    features = case.input_shape[-1]
+    shape = (STEPS, *case.input_shape) if dim == -1 else (STEPS, 2, features, 3, 2)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=F64).to(dtype)
+
+
+# ------------------------------------------------------------------ every layer of the table
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("dim", [-1, -3])
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_sequence_mode_equals_step_mode(case: LayerCase, dim: int, dtype: torch.dtype) -> None:
+    xs = layer_inputs(case, dim, dtype)
+    for detach in (False, True):
+        compare_modes(lambda: case.make(dim=dim).to(dtype), xs, TOLERANCE[dtype], detach)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_detach_states_between_sequences_cuts_the_gradient(case: LayerCase) -> None:
+    layer = case.make().double()
+    xs = layer_inputs(case, -1, F64).requires_grad_()
+    tt.run(layer, xs[:3], mode="sequence")
+    tt.detach_states(layer)
+    later = tt.run(layer, xs[3:], mode="sequence")
+    (grad,) = torch.autograd.grad(loss_of(later, state_values(layer)), [xs])
+    assert not grad[:3].any()
+    assert grad[3:].any()
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_sequence_mode_under_autocast_keeps_the_dtypes_of_step_mode(case: LayerCase) -> None:
+    torch.manual_seed(0)
+    layer = case.make()
+    stepped = copy.deepcopy(layer)
+    xs = layer_inputs(case, -1, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = tt.run(stepped, xs, mode="step")
+        got = tt.run(layer, xs, mode="sequence")
+    assert got.dtype == expected.dtype
+    for key, state in state_values(stepped).items():  # states keep the layer's dtype
+        assert state_values(layer)[key].dtype == state.dtype == torch.float32, key
+    torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+
+
+# ------------------------------------------------------------------------ mixing the modes
+
+
+class Mixed(tt.Model):
+    """A linear layer, spiking, recurrent and readout layers, in an nn.Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(3, 4),
+            tt.snn.LIB(4, spike_fn=tt.functional.sigmoid4x),
+            tt.rnn.GRU(4, 5),
+            tt.snn.SLI(5),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def test_warm_up_in_sequence_mode_then_step_equals_all_step_mode() -> None:
+    torch.manual_seed(0)
+    reference = Mixed().double()
+    xs = torch.randn(8, 2, 3, dtype=F64)
+    results = []
+    for modes in (("step", "step"), ("sequence", "step")):
+        model = copy.deepcopy(reference)
+        leaf = xs.clone().requires_grad_()
+        warm = model.run(leaf[:5], mode=modes[0])
+        saved = model.save_states()
+        ys = torch.cat([warm, model.run(leaf[5:], mode=modes[1])])
+        grads = torch.autograd.grad(loss_of(ys, state_values(model)), [leaf, *model.parameters()])
+        results.append((ys, saved, model.save_states(), grads))
+    (ys, saved, final, grads), (ys_mixed, saved_mixed, final_mixed, grads_mixed) = results
+    tolerance = TOLERANCE[F64]
+    assert_close(ys_mixed, ys, "outputs", tolerance)
+    for after, a, b in (("warm-up", saved_mixed, saved), ("run", final_mixed, final)):
+        assert a.keys() == b.keys() == {"net.1.mem", "net.2.h", "net.3.mem", "net.3.syn"}
+        for key in b:
+            assert_close(a[key], b[key], f"save_states after the {after}: {key}", tolerance)
+    for got, expected in zip(grads_mixed, grads, strict=True):  # through the warm-up too
+        assert_close(got, expected, "gradient", tolerance)
+    assert grads[0][:5].abs().sum() > 0
+
+
+def test_step_then_sequence_continues_from_the_live_states() -> None:
+    torch.manual_seed(0)
+    model = Mixed().double()
+    xs = torch.randn(7, 2, 3, dtype=F64)
+    expected = model.run(xs, mode="step")
+    model.zero_states()
+    ys = torch.cat([model.run(xs[:2], mode="step"), model.run(xs[2:], mode="sequence")])
+    torch.testing.assert_close(ys, expected, **TOLERANCE[F64])
+
+
+# ------------------------------------------------------------------------------ a conv SNN
+
+
+class ConvSNN(tt.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = tt.nn.TimeDistributed(nn.Conv2d(2, 4, 3, padding=1))
+        self.lib = tt.snn.LIB(4, dim=-3, spike_fn=tt.functional.sigmoid4x)
+        self.flatten = tt.nn.TimeDistributed(nn.Flatten())
+        self.fc = nn.Linear(4 * 5 * 5, 3)
+        self.readout = tt.snn.LI(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.readout(self.fc(self.flatten(self.lib(self.conv(x)))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+def test_conv_snn_equal_in_both_modes(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    reference = ConvSNN().to(dtype)
+    xs = torch.rand(5, 2, 2, 5, 5, dtype=dtype)
+    for detach in (False, True):
+        compare_modes(lambda: reference, xs, TOLERANCE[dtype], detach)
+
+
+def test_conv_snn_calls_the_conv_once_per_sequence() -> None:
+    model = ConvSNN()
+    shapes = []
+    model.conv.module.register_forward_hook(lambda m, args, out: shapes.append(args[0].shape))
+    ys = model.run(torch.rand(5, 2, 2, 5, 5), mode="sequence")
+    assert ys.shape == (5, 2, 3)
+    assert shapes == [torch.Size([10, 2, 5, 5])]
+
+
+# ----------------------------------------------------------- gradcheck of the sequence path
+
+
+class _FromZero(nn.Module):
+    """``forward_sequence`` from zero states, returning the outputs and the final states."""
+
+    def __init__(self, layer: tt.Layer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, xs: Tensor) -> tuple[Tensor, ...]:
+        self.layer.zero_states()
+        ys = self.layer.forward_sequence(xs)
+        final = tuple(getattr(self.layer, name) for name in self.layer.state_names)
+        self.layer.zero_states()
+        return (ys, *final)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tt.snn.SLIB(4, spike_fn=tt.functional.sigmoid4x),
+        lambda: tt.snn.LI(4),
+        lambda: tt.snn.SLIEMA(4, alpha=0.3),
+        lambda: tt.snn.LIB(4, dim=-2, spike_fn=tt.functional.sigmoid4x),
+    ],
+    ids=["SLIB", "LI", "SLIEMA", "LIB-dim-2"],
+)
+def test_gradcheck_through_the_sequence_path(make) -> None:
+    torch.manual_seed(0)
+    layer = make().double()
+    with torch.no_grad():  # per-neuron values away from the defaults
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    wrapper = _FromZero(layer)
+    names = [n for n, _ in wrapper.named_parameters()]
+    shape = (5, 2, 4) if layer.dim == -1 else (5, 2, 4, 3)
+    xs = torch.randn(shape, dtype=F64, requires_grad=True)
+    raw = [p.detach().clone().requires_grad_() for p in wrapper.parameters()]
+
+    def fn(xs: Tensor, *raw: Tensor) -> tuple[Tensor, ...]:
+        weights = dict(zip(names, raw, strict=True))
+        return torch.func.functional_call(wrapper, weights, (xs,))
+
+    assert len(names) >= 1
+    assert torch.autograd.gradcheck(fn, (xs, *raw), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_bad_sequences_are_rejected_naming_the_layer_and_changing_nothing(case) -> None:
+    layer = case.make().double()
+    name = type(layer).__name__
+    xs = layer_inputs(case, -1, F64)
+    wrong = xs.new_zeros((*xs.shape[:-1], xs.shape[-1] + 1))
+    for first_call in (True, False):
+        before = {n: getattr(layer, n) for n in layer.state_names}
+        for bad, message in ((xs[0].flatten(), "sequence mode"), (wrong, "features")):
+            for call in (layer.forward_sequence, lambda xs: tt.run(layer, xs, "sequence")):
+                with pytest.raises(ValueError, match=message) as info:
+                    call(bad)
+                assert str(info.value).startswith(f"{name}: ")
+                after = {n: getattr(layer, n) for n in layer.state_names}
+                assert after.keys() == before.keys()
+                for n, state in before.items():
+                    assert after[n] is state  # the very same tensor (or still None)
+                assert "forward" not in layer.__dict__
+        if first_call:
+            layer(xs[0])  # live states for the second round
+            assert all(getattr(layer, n) is not None for n in layer.state_names)
+
+
+def test_run_rejects_a_bad_mode_and_a_sequence_without_steps() -> None:
+    model = Mixed()
+    with pytest.raises(ValueError, match="expected mode 'step' or 'sequence', got 'steps'"):
+        tt.run(model, torch.rand(4, 2, 3), mode="steps")
+    with pytest.raises(ValueError, match="T >= 1"):
+        model.run(torch.rand(0, 2, 3), mode="sequence")
+    assert model.save_states() == {}
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+class Exploding(tt.Model):
+    """Raises after its first layer has run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = tt.snn.LI(3)
+        self.inner = nn.Sequential(tt.snn.LIB(3), tt.nn.TimeDistributed(nn.Flatten()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(self.first(x) + torch.ones(7))  # 7 does not broadcast against 3
+
+
+def test_an_exception_in_sequence_mode_switches_every_layer_back() -> None:
+    model = Exploding()
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        model.run(torch.rand(4, 2, 3), mode="sequence")
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    ys = model.first(torch.rand(2, 3))  # step mode again: one step, [B, C]
+    assert ys.shape == (2, 3)
+
+
+def test_sequence_mode_switches_the_outermost_modules_and_does_not_nest() -> None:
+    model = Exploding()
+    with tt.sequence_mode(model) as same:
+        assert same is model
+        switched = {n for n, m in model.named_modules() if "forward" in m.__dict__}
+        assert switched == {"first", "inner.0", "inner.1"}
+        with pytest.raises(RuntimeError, match="already in sequence mode"), tt.sequence_mode(model):
+            pass
+        with pytest.raises(RuntimeError, match="already in sequence mode"):
+            tt.run(model.inner, torch.rand(4, 2, 3), mode="sequence")
+        assert {n for n, m in model.named_modules() if "forward" in m.__dict__} == switched
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+# -------------------------------------------------------------------------- TimeDistributed
+
+
+def test_time_distributed_rejects_stateful_or_non_modules() -> None:
+    with pytest.raises(TypeError, match=r"contains tracetorch layers \(1\)"):
+        tt.nn.TimeDistributed(nn.Sequential(nn.Linear(4, 4), tt.snn.LI(4)))
+    with pytest.raises(TypeError, match=r"contains tracetorch layers \(itself\)"):
+        tt.nn.TimeDistributed(tt.snn.LI(4))
+    with pytest.raises(TypeError, match=r"expected an nn\.Module"):
+        tt.nn.TimeDistributed(torch.tanh)
+
+
+def test_time_distributed_step_and_sequence() -> None:
+    torch.manual_seed(0)
+    pool = tt.nn.TimeDistributed(nn.Sequential(nn.Conv2d(2, 3, 3), nn.MaxPool2d(2)))
+    xs = torch.rand(4, 5, 2, 6, 6)
+    torch.testing.assert_close(pool(xs[1]), pool.module(xs[1]))  # step: the module itself
+    ys = pool.forward_sequence(xs)
+    assert ys.shape == (4, 5, 3, 2, 2)
+    torch.testing.assert_close(ys, torch.stack([pool.module(x) for x in xs]))
+    torch.testing.assert_close(tt.run(pool, xs, mode="sequence"), tt.run(pool, xs, mode="step"))
+    with pytest.raises(ValueError, match=r"TimeDistributed: sequence mode expects \[T, B"):
+        pool.forward_sequence(torch.rand(4))
+
+
+def test_batch_norm_in_time_distributed() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        tt.nn.TimeDistributed(nn.Conv2d(1, 2, 3, padding=1)),
+        tt.nn.TimeDistributed(nn.BatchNorm2d(2)),
+        tt.snn.LIB(2, dim=-3),
+    ).double()
+    xs = torch.rand(6, 4, 1, 5, 5, dtype=F64)
+    bn = model[1].module
+    # training mode: the statistics of sequence mode cover every step of the batch at once
+    ys = tt.run(model[:2], xs, mode="sequence")
+    torch.testing.assert_close(ys.mean(dim=(0, 1, 3, 4)), torch.zeros(2, dtype=F64))
+    assert int(bn.num_batches_tracked) == 1
+    # evaluation mode: the running statistics, the same in both modes
+    model.eval()
+    compare_modes(lambda: model, xs, TOLERANCE[F64], detach=True)
+
+
+# ------------------------------------------------------------------- a user-written layer
+
+
+class TutorialLeaky(tt.snn.Layer):
+    """Written as the custom-layer tutorial shows: no forward_sequence of its own."""
+
+    def __init__(self, num_neurons: int, beta: float = 0.9, dim: int = -1) -> None:
+        super().__init__(num_neurons, dim=dim)
+        self._initialize_state("mem")
+        self._register_decay("beta", beta, rank=1, learnable=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ensure_states(x)
+        mem = self._to_working_dim(self.mem) * self.beta + self._to_working_dim(x)
+        self.mem = self._from_working_dim(mem)
+        return self.mem
+
+
+@pytest.mark.parametrize("dim", [-1, -3])
+def test_a_tutorial_layer_runs_in_sequence_mode_through_the_default_loop(dim: int) -> None:
+    torch.manual_seed(0)
+    if dim == -1:
+        model = nn.Sequential(nn.Linear(3, 4), TutorialLeaky(4), tt.snn.LI(4)).double()
+        xs = torch.randn(6, 2, 3, dtype=F64)
+    else:
+        model = nn.Sequential(
+            tt.nn.TimeDistributed(nn.Conv2d(1, 4, 3)), TutorialLeaky(4, dim=-3)
+        ).double()
+        xs = torch.randn(6, 2, 1, 5, 5, dtype=F64)
+    compare_modes(lambda: model, xs, TOLERANCE[F64], detach=True)
+    assert type(model[1]).forward_sequence is tt.Layer.forward_sequence
+
+
+def test_a_layer_with_no_states_yet_keeps_none_after_a_failed_sequence() -> None:
+    layer = TutorialLeaky(4)
+    with pytest.raises(ValueError, match="TutorialLeaky: expected 4 features"):
+        tt.run(layer, torch.rand(3, 2, 5), mode="sequence")
+    assert layer.mem is None
