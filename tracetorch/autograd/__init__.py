@@ -1,8 +1,11 @@
 """Custom autograd functions with hand-derived backward passes.
 
-Every Function here uses the ``setup_context`` style and has a vmap rule, so it works with
-double backward and with ``torch.func`` (``vmap``, ``grad``, ``jacrev``). Each class has a
-lowercase functional helper (``Square`` -> :func:`square`, ...).
+Every Function here uses the ``setup_context`` style. The elementwise functions, the linear
+layer, the surrogate spike and the Exciter's clamp have a vmap rule and work with double
+backward and with ``torch.func`` (``vmap``, ``grad``, ``jacrev``). :class:`LeakyScan`, the
+whole-sequence scan behind sequence mode, is first-order: ``torch.func.grad`` works, a second
+derivative raises a clear error. Each class has a lowercase functional helper
+(``Square`` -> :func:`square`, ...).
 """
 
 from .clipped_relu import ClippedReLUFunction, clipped_relu
@@ -20,6 +23,7 @@ from .elementwise import (
     square,
     tanh,
 )
+from .leaky_scan import LeakyScan, leaky_scan, scan_supported
 from .learned_silu import LearnedSiLU, learned_silu
 from .linear import Linear, linear
 from .surrogate import SURROGATES, Heaviside, SpikeFn, Surrogate, heaviside, spike_fn
@@ -30,6 +34,7 @@ __all__ = [
     "Cube",
     "Exp",
     "Heaviside",
+    "LeakyScan",
     "LearnedSiLU",
     "Linear",
     "ReLU",
@@ -42,9 +47,11 @@ __all__ = [
     "cube",
     "exp",
     "heaviside",
+    "leaky_scan",
     "learned_silu",
     "linear",
     "relu",
+    "scan_supported",
     "sigmoid",
     "spike_fn",
     "square",

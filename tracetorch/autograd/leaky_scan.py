@@ -1,0 +1,519 @@
+"""A whole sequence of a leaky-integrator neuron in one call, with a hand-written BPTT.
+
+:func:`leaky_scan` gives the same outputs, final states and gradients as calling
+:func:`tracetorch.functional.leaky_step` once per timestep, but for the common
+configurations (:func:`scan_supported`) it runs the forward loop without recording an
+autograd graph and differentiates it with one reverse-time loop (:class:`LeakyScan`).
+Every other configuration falls back to the loop of :func:`~tracetorch.functional.leaky_step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..functional.leaky import LeakyConfig, leaky_step
+from ..functional.spike import sigmoid4x
+from .surrogate import SURROGATES, SpikeFn
+
+__all__ = ["LeakyScan", "leaky_scan", "scan_supported"]
+
+TensorFn = Callable[[Tensor], Tensor]
+
+# The backward computes f'(z) for as many steps at once as fit in about this many elements
+# (128 KiB of float32): few calls, and temporaries small enough for the CPU allocator to
+# recycle instead of mapping fresh pages on every call.
+_CHUNK_ELEMENTS = 32768
+
+
+class _Spec(NamedTuple):
+    """What the scan computes and keeps (the non-tensor argument of :class:`LeakyScan`)."""
+
+    synaptic: bool
+    ema: bool
+    firing: bool  # binary firing with reset by subtraction; False: the output is the membrane
+    spike: SpikeFn | None  # Heaviside with this surrogate; None: sigmoid4x
+    fused: bool  # addcmul kernels (leaky_step without autograd) or mul then add (with autograd)
+    keep_z: bool  # keep every spike-function input (a surrogate derivative needs it)
+    keep_mem: bool  # keep every post-reset membrane (d beta needs it)
+    keep_syn: bool  # keep every synaptic trace (d alpha or an EMA's d beta needs it)
+    keep_xs: bool  # save the inputs and syn_0 (d alpha or an EMA's d beta needs them)
+
+
+def scan_supported(config: LeakyConfig, spike_fn: TensorFn, quant_fn: TensorFn | None) -> bool:
+    """Whether :func:`leaky_scan` takes its fast path for this neuron.
+
+    Supported: not dual, not recurrent, no ``quant_fn``, firing ``"none"`` (any ``spike_fn``:
+    it is not called) or ``"binary"`` with ``spike_fn`` either
+    :func:`tracetorch.functional.sigmoid4x` or a :class:`~tracetorch.autograd.SpikeFn`.
+    Synaptic and EMA may be on or off. That covers LI, SLI, LIEMA, SLIEMA, LIB, SLIB, LIF and
+    Decay; the others run as a loop of :func:`~tracetorch.functional.leaky_step`.
+
+    Args:
+        config: The neuron's switches.
+        spike_fn: The spike function the neuron fires with.
+        quant_fn: The quantizer applied to spikes, or ``None``.
+
+    Returns:
+        ``True`` if :func:`leaky_scan` runs :class:`LeakyScan` (or its graph-free loop).
+
+    Example:
+        >>> from tracetorch.autograd import scan_supported, spike_fn
+        >>> from tracetorch.functional import LeakyConfig, sigmoid4x
+        >>> scan_supported(LeakyConfig(firing="binary"), spike_fn("atan"), None)
+        True
+        >>> scan_supported(LeakyConfig(firing="ternary"), sigmoid4x, None)
+        False
+    """
+    dual, _, recurrent, _, firing = config
+    if dual or recurrent or quant_fn is not None:
+        return False
+    if firing == "none":
+        return True
+    return firing == "binary" and (spike_fn is sigmoid4x or type(spike_fn) is SpikeFn)
+
+
+def _scan_forward(
+    xs: Tensor,
+    mem: Tensor,
+    syn: Tensor | None,
+    alpha: Tensor | None,
+    beta: Tensor,
+    threshold: Tensor | None,
+    bias: Tensor | None,
+    spec: _Spec,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """The forward loop, no graph: ``(outputs, mem, syn, zs, mems, syns)``.
+
+    ``zs`` (spike-function inputs), ``mems`` (post-reset membranes) and ``syns`` (synaptic
+    traces) are ``[T, ...]`` where ``spec`` asks to keep them for the backward, else
+    ``None``. Each step performs the float operations of
+    :func:`~tracetorch.functional.leaky_step` in the same order (``spec.fused``: those it
+    performs without autograd).
+    """
+    synaptic, ema, firing, spike, fused, keep_z, keep_mem, keep_syn, _ = spec
+    steps = xs.shape[0]
+
+    def destinations(keep: bool) -> tuple[Tensor | None, tuple[Tensor, ...]]:
+        """Per-step slices of a new ``[T, ...]`` tensor, or one step buffer reused."""
+        if keep:
+            seq = torch.empty_like(xs)
+            return seq, seq.unbind(0)
+        return None, (torch.empty_like(xs[0]),) * steps
+
+    out = torch.empty_like(xs)
+    outs = out.unbind(0)
+    z_seq = mem_seq = syn_seq = None
+    if synaptic:
+        syn_seq, syn_dsts = destinations(keep_syn)
+    if firing:
+        z_seq, z_dsts = destinations(keep_z)
+        mem_seq, mem_dsts = destinations(keep_mem)
+        u = torch.empty_like(xs[0])  # the membrane before reset
+    for t, x in enumerate(xs.unbind(0)):
+        if synaptic:
+            syn = x = torch.lerp(x, syn, alpha, out=syn_dsts[t])
+        m = u if firing else outs[t]
+        if ema:
+            torch.lerp(x, mem, beta, out=m)
+        elif fused:
+            torch.addcmul(x, mem, beta, out=m)
+        else:
+            torch.mul(mem, beta, out=m).add_(x)
+        if not firing:
+            mem = m
+            continue
+        z = z_dsts[t]
+        if bias is None:
+            torch.sub(u, threshold, out=z)
+        else:
+            torch.add(u, bias, out=z).sub_(threshold)
+        s = outs[t]
+        if spike is None:
+            torch.sigmoid(z.mul_(4), out=s)  # z is a step buffer here: only surrogates keep it
+        else:
+            torch.gt(z, 0, out=s)
+        mem = mem_dsts[t]  # the previous membrane has been read: its buffer may be reused
+        if fused:
+            torch.addcmul(u, s, threshold, value=-1, out=mem)
+        else:
+            torch.sub(u, torch.mul(s, threshold, out=mem), out=mem)
+    if not firing or mem_seq is not None:
+        mem = mem.clone()  # not a view of another output
+    if syn_seq is not None:
+        syn = syn.clone()
+    return out, mem, syn, z_seq, mem_seq, syn_seq
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """``(grad, anchor) -> grad``, whose own backward raises.
+
+    :class:`LeakyScan` passes its gradients through it under ``create_graph=True``, with its
+    own output as the anchor: the gradients then hang on the graph of the scan, and
+    differentiating them raises instead of silently leaving out the terms through the scan.
+    """
+
+    @staticmethod
+    def forward(grad: Tensor, anchor: Tensor) -> Tensor:
+        return grad.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, _: Tensor) -> tuple[None, None]:
+        raise RuntimeError(
+            "leaky_scan: its gradient is not differentiable (double backward through "
+            "LeakyScan is not supported); for higher-order gradients run the loop of "
+            "tracetorch.functional.leaky_step instead"
+        )
+
+
+class LeakyScan(torch.autograd.Function):
+    r"""The forward loop of a leaky-integrator neuron and its hand-derived BPTT.
+
+    ``LeakyScan.apply(xs, mem, syn, alpha, beta, threshold, bias, spec)`` returns
+    ``(outputs, mem_T, syn_T, zs, mems, syns)``; call it through :func:`leaky_scan`, which
+    builds ``spec`` and drops the last three (sequences kept for the backward, no gradient).
+    ``syn``, ``alpha`` (not synaptic), ``threshold`` (no firing) and ``bias`` may be ``None``.
+
+    Forward, step ``t`` (``m`` the membrane, ``I`` what it receives, ``f`` the spike function):
+
+    - synaptic: ``syn_t = lerp(x_t, syn_{t-1}, alpha) = alpha syn_{t-1} + (1-alpha) x_t``,
+      ``I_t = syn_t``; otherwise ``I_t = x_t``
+    - ``u_t = beta m_{t-1} + I_t`` (EMA: ``lerp(I_t, m_{t-1}, beta)``)
+    - firing: ``z_t = u_t + bias - threshold`` (no bias: 0), ``s_t = f(z_t)`` (the output),
+      ``m_t = u_t - s_t threshold``; otherwise the output is ``m_t = u_t``.
+
+    Backward (BPTT), for ``t = T-1`` down to ``0``, with ``o_t = dL/doutput_t``,
+    ``G_t = dL/dm_t`` and ``H_t = dL/du_t``; ``G_{T-1}`` is the gradient of the final ``mem``,
+    and every gradient left out counts as zero. The reference is the autograd graph of
+    :func:`~tracetorch.functional.leaky_step` in step mode, which differentiates the reset
+    ``m_t = u_t - s_t * threshold`` into both factors (``s_t`` and ``threshold``) and the
+    spike through the surrogate:
+
+    - firing: ``dL/ds_t = o_t - threshold G_t`` (output and reset);
+      ``dL/dz_t = f'(z_t) dL/ds_t``; ``H_t = G_t + dL/dz_t`` (``u_t`` reaches ``m_t``
+      directly and through ``z_t``); otherwise ``H_t = G_t + o_t``
+    - the leak: ``G_{t-1} = beta H_t`` (EMA too: ``d lerp / d m_{t-1} = beta``), carried to the
+      step before; ``dL/dmem_0 = beta H_0``
+    - ``dL/dthreshold = -sum_t (s_t G_t + dL/dz_t)`` (reset, then ``z``);
+      ``dL/dbias = sum_t dL/dz_t``
+    - ``dL/dbeta = sum_t H_t m_{t-1}`` (EMA: ``H_t (m_{t-1} - I_t)``);
+      ``dL/dI_t = H_t`` (EMA: ``(1 - beta) H_t``)
+    - synaptic: ``K_t = dL/dsyn_t = dL/dI_t + alpha K_{t+1}`` (at ``t = T-1`` the gradient of
+      the final ``syn`` instead of ``alpha K_T``); ``dL/dx_t = (1 - alpha) K_t``,
+      ``dL/dsyn_0 = alpha K_0``, ``dL/dalpha = sum_t K_t (syn_{t-1} - x_t)``; otherwise
+      ``dL/dx_t = dL/dI_t``.
+
+    ``f'`` is ``4 s (1 - s)`` for :func:`~tracetorch.functional.sigmoid4x` and the surrogate
+    derivative ``SURROGATES[name].derivative(z, slope)`` for a
+    :class:`~tracetorch.autograd.SpikeFn`. Every parameter gradient is summed over time and
+    over the dims the parameter was broadcast along.
+
+    Saved, each only where a requested gradient needs it: the outputs (the spikes ``s``, or
+    the membranes ``m`` without firing), the spike-function inputs ``z`` (surrogates only:
+    sigmoid4x's ``f'`` comes from ``s``), the post-reset membranes ``m`` (for ``d beta``), the
+    synaptic traces, ``xs`` and ``syn_0`` (for ``d alpha`` and an EMA's ``d beta``); ``u`` and
+    ``f'`` are never stored. The backward computes ``f'`` for all steps at once, then runs
+    the recursion one step at a time on step-sized tensors, which on a CPU stay in cache and
+    are recycled by the allocator (whole-sequence temporaries would be fresh allocations).
+    It is not itself differentiable: differentiating its result (``create_graph=True``, then
+    a second backward) raises.
+    """
+
+    @staticmethod
+    def forward(
+        xs: Tensor,
+        mem: Tensor,
+        syn: Tensor | None,
+        alpha: Tensor | None,
+        beta: Tensor,
+        threshold: Tensor | None,
+        bias: Tensor | None,
+        spec: _Spec,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+        return _scan_forward(xs, mem, syn, alpha, beta, threshold, bias, spec)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        xs, mem, syn, alpha, beta, threshold, bias, spec = inputs
+        out, _, _, *internal = output
+        for seq in internal:
+            if seq is not None:
+                ctx.mark_non_differentiable(seq)
+        ctx.set_materialize_grads(False)
+        ctx.spec = spec
+        keep_xs = spec.keep_xs
+        ctx.save_for_backward(
+            xs if keep_xs else None,
+            mem,
+            syn if keep_xs else None,
+            alpha,
+            beta,
+            threshold,
+            bias,
+            out,
+            *internal,
+        )
+
+    @staticmethod
+    def backward(
+        ctx: Any,
+        g_out: Tensor | None,
+        g_mem: Tensor | None,
+        g_syn: Tensor | None,
+        *_internal: None,
+    ) -> tuple[Tensor | None, ...]:
+        if not torch.is_grad_enabled():
+            return _backward(ctx, g_out, g_mem, g_syn)
+        # create_graph=True (or a torch.func transform): compute the gradients without a
+        # graph, and make them raise if they are differentiated in turn.
+        with torch.no_grad():
+            grads = _backward(ctx, g_out, g_mem, g_syn)
+        anchor = ctx.saved_tensors[7]  # the outputs: their graph leads to every input
+        return tuple(None if g is None else _NoDoubleBackward.apply(g, anchor) for g in grads)
+
+
+def _backward(
+    ctx: Any, g_out: Tensor | None, g_mem: Tensor | None, g_syn: Tensor | None
+) -> tuple[Tensor | None, ...]:
+    """The reverse-time loop of :class:`LeakyScan` (see its docstring for the derivation)."""
+    xs, mem0, syn0, alpha, beta, threshold, bias, out, z_seq, mem_seq, syn_seq = ctx.saved_tensors
+    synaptic, ema, firing, spike, *_ = ctx.spec
+    need_x, need_mem, need_syn, need_alpha, need_beta, need_th, need_bias, _ = ctx.needs_input_grad
+    need_in = need_x or need_syn or need_alpha  # dL/dI_t is wanted
+    need_dz = firing and (need_th or need_bias)
+    steps = out.shape[0]
+    zero = out.new_zeros(out.shape[1:])
+    g_outs = g_out.unbind(0) if g_out is not None else (zero,) * steps
+    ss = out.unbind(0) if firing else None  # the spikes
+
+    def slopes(start: int, stop: int) -> tuple[Tensor, ...]:
+        """``f'(z_t)`` for the steps ``start:stop``, one call for all of them."""
+        if spike is None:  # sigmoid(4 z): f' = 4 s (1 - s)
+            s = out[start:stop]
+            return torch.addcmul(s, s, s, value=-1).mul_(4).unbind(0)
+        return SURROGATES[spike.surrogate].derivative(z_seq[start:stop], spike.slope).unbind(0)
+
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, out[0].numel()))  # steps per call of slopes()
+    mems = (mem_seq if firing else out).unbind(0) if need_beta else None  # post-reset
+    ins = (syn_seq if synaptic else xs).unbind(0) if ema and need_beta else None
+    if need_alpha:
+        x_s, syn_s = xs.unbind(0), syn_seq.unbind(0)
+    grad_xs = torch.empty_like(out) if need_x else None
+    gxs = grad_xs.unbind(0) if need_x else None
+    # H_t = dL/du_t can be written straight into dL/dx_t without a synaptic trace or EMA
+    h_into_x = need_x and not synaptic and not ema
+    one_minus_beta = 1 - beta if ema and need_in else None
+    one_minus_alpha = 1 - alpha if synaptic and need_x else None
+
+    g = g_mem if g_mem is not None else zero  # G_t = dL/dm_t, carried backwards
+    c = g_syn if g_syn is not None else zero  # alpha K_{t+1}: dL/dsyn_t from later steps
+    acc_beta = torch.zeros_like(zero) if need_beta else None
+    acc_dz = torch.zeros_like(zero) if need_dz else None
+    acc_sg = torch.zeros_like(zero) if firing and need_th else None
+    acc_alpha = torch.zeros_like(zero) if need_alpha else None
+    for stop in range(steps, 0, -chunk):
+        start = max(stop - chunk, 0)
+        dfs = slopes(start, stop) if firing else ()
+        for t in range(stop - 1, start - 1, -1):
+            h_dst = gxs[t] if h_into_x else None
+            if firing:
+                df = dfs[t - start]
+                dz = torch.addcmul(g_outs[t], g, threshold, value=-1).mul_(df)  # dL/dz_t
+                h = torch.add(g, dz, out=h_dst)
+                if need_dz:
+                    acc_dz.add_(dz)
+                if acc_sg is not None:
+                    acc_sg.addcmul_(ss[t], g)
+            else:
+                h = torch.add(g_outs[t], g, out=h_dst)
+            if need_beta:
+                prev = mems[t - 1] if t > 0 else mem0  # m_{t-1}
+                if ema:
+                    prev = prev - ins[t]
+                acc_beta.addcmul_(h, prev)
+            if t > 0 or need_mem:
+                g = h * beta
+            if not need_in or h_into_x:
+                continue
+            if not synaptic:  # hence EMA, and dL/dx_t is wanted
+                torch.mul(h, one_minus_beta, out=gxs[t])
+                continue
+            d_in = h * one_minus_beta if ema else h  # dL/dI_t
+            k = d_in + c  # K_t = dL/dsyn_t
+            if t > 0 or need_syn:
+                c = k * alpha
+            if need_x:
+                torch.mul(k, one_minus_alpha, out=gxs[t])
+            if need_alpha:
+                acc_alpha.addcmul_(k, (syn_s[t - 1] if t > 0 else syn0) - x_s[t])
+
+    grads: list[Tensor | None] = [grad_xs, None, None, None, None, None, None]
+    if need_mem:
+        grads[1] = g
+    if need_syn:
+        grads[2] = c
+    if need_alpha:
+        grads[3] = acc_alpha.sum_to_size(alpha.shape)
+    if need_beta:
+        grads[4] = acc_beta.sum_to_size(beta.shape)
+    if need_th:
+        grads[5] = acc_sg.add_(acc_dz).neg_().sum_to_size(threshold.shape)
+    if need_bias:
+        grads[6] = acc_dz.sum_to_size(bias.shape)
+    return (*grads, None)
+
+
+def _loop(
+    xs: Tensor,
+    states: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+    config: LeakyConfig,
+    spike_fn: TensorFn,
+    quant_fn: TensorFn | None,
+    reset: str = "subtract",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The reference: :func:`~tracetorch.functional.leaky_step` once per timestep."""
+    outs = []
+    state: Mapping[str, Tensor] = states
+    for x in xs.unbind(0):
+        out, state = leaky_step(x, state, params, config, spike_fn, quant_fn, reset)
+        outs.append(out)
+    return torch.stack(outs), dict(state)
+
+
+def _fits(xs: Tensor, tensors: tuple[Tensor | None, ...], step: torch.Size, states: int) -> bool:
+    """Whether the fast path takes these tensors (the first ``states`` of them are states).
+
+    It needs floating inputs, one dtype and device for all, states of one step's shape and
+    parameters that broadcast to that shape without enlarging it.
+    """
+    if not xs.is_floating_point():
+        return False
+    for i, v in enumerate(tensors):
+        if v is None:
+            continue
+        if not isinstance(v, Tensor) or v.dtype != xs.dtype or v.device != xs.device:
+            return False
+        if i < states and v.shape != step:
+            return False
+        if i >= states:
+            try:
+                if torch.broadcast_shapes(v.shape, step) != step:
+                    return False
+            except RuntimeError:
+                return False
+    return True
+
+
+def leaky_scan(
+    xs: Tensor,
+    states: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+    config: LeakyConfig,
+    spike_fn: TensorFn = sigmoid4x,
+    quant_fn: TensorFn | None = None,
+    reset: str = "subtract",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Runs a leaky-integrator neuron over a whole sequence (time first).
+
+    The same outputs, final states and gradients as calling
+    :func:`tracetorch.functional.leaky_step` for ``xs[0]``, ``xs[1]``, ... in turn. For the
+    configurations of :func:`scan_supported` it runs :class:`LeakyScan`: a forward loop that
+    records no graph and a hand-written backward through time; without gradients
+    (``torch.no_grad``, ``torch.inference_mode``, or no input requiring one) just the loop.
+    Other configurations, mixed dtypes or devices, and states or parameters that do not fit
+    one step's shape run the loop of :func:`~tracetorch.functional.leaky_step`.
+
+    Args:
+        xs: Input currents, time first.
+        states: The states before the first step, by name, as for
+            :func:`~tracetorch.functional.leaky_step` (``mem``, plus ``syn`` when synaptic).
+        params: The parameter values by name, each broadcastable against one step (a
+            scalar, ``[N]`` with the features last, ``[N, 1, 1]`` for the channels of
+            ``[B, N, H, W]``, ...).
+        config: The neuron's switches.
+        spike_fn: The spike function (see :func:`~tracetorch.functional.fire`).
+        quant_fn: The quantizer of the spikes, or ``None``.
+        reset: The reset after a spike (see :func:`~tracetorch.functional.leaky_step`); the
+            fast path implements ``"subtract"``, a firing neuron with another reset runs the
+            loop.
+
+    Returns:
+        ``(outputs, final_states)``: the outputs of every step, stacked along dim 0, and the
+        states after the last step, by name.
+
+    Raises:
+        ValueError: If ``xs`` has no time dimension or no timesteps.
+
+    Shape:
+        - xs: ``[T, *step]`` with ``T >= 1``.
+        - states: each ``[*step]``.
+        - outputs: ``[T, *step]``.
+
+    Example:
+        >>> from tracetorch.autograd import spike_fn
+        >>> from tracetorch.functional import LeakyConfig
+        >>> xs = torch.full((4, 1), 0.6, requires_grad=True)
+        >>> params = {"beta": torch.tensor(0.9), "threshold": torch.tensor(1.0)}
+        >>> spikes, state = leaky_scan(
+        ...     xs, {"mem": torch.zeros(1)}, params, LeakyConfig(firing="binary"), spike_fn()
+        ... )
+        >>> spikes.detach().flatten(), state["mem"].detach()
+        (tensor([0., 1., 0., 1.]), tensor([0.2534]))
+        >>> spikes.sum().backward()
+        >>> xs.grad.shape
+        torch.Size([4, 1])
+    """
+    if xs.dim() < 1 or xs.shape[0] == 0:
+        raise ValueError(
+            f"leaky_scan: expected inputs of shape [T, ...] with T >= 1, "
+            f"got shape {tuple(xs.shape)}"
+        )
+    _, synaptic, _, ema, firing = config
+    if (reset != "subtract" and firing != "none") or not scan_supported(config, spike_fn, quant_fn):
+        return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
+    binary = firing == "binary"
+    try:
+        mem = states["mem"]
+        syn = states["syn"] if synaptic else None
+        alpha = params["alpha"] if synaptic else None
+        beta = params["beta"]
+        threshold = params["threshold"] if binary else None
+    except KeyError:  # let leaky_step name what is missing
+        return _loop(xs, states, params, config, spike_fn, quant_fn)
+    bias = params.get("bias") if binary else None
+    tensors = (mem, syn, alpha, beta, threshold, bias)
+    if not _fits(xs, tensors, xs.shape[1:], states=2):
+        return _loop(xs, states, params, config, spike_fn, quant_fn)
+
+    spike = spike_fn if binary and spike_fn is not sigmoid4x else None
+    grad = torch.is_grad_enabled() and any(
+        v is not None and v.requires_grad for v in (xs, *tensors)
+    )
+    if grad:
+        need_alpha = synaptic and alpha.requires_grad
+        need_beta = beta.requires_grad
+        spec = _Spec(
+            synaptic,
+            ema,
+            binary,
+            spike,
+            fused=False,
+            keep_z=spike is not None,
+            keep_mem=binary and need_beta,
+            keep_syn=need_alpha or (synaptic and ema and need_beta),
+            keep_xs=need_alpha or (not synaptic and ema and need_beta),
+        )
+        out, mem, syn, *_ = LeakyScan.apply(xs, mem, syn, alpha, beta, threshold, bias, spec)
+    else:
+        spec = _Spec(synaptic, ema, binary, spike, True, False, False, False, False)
+        out, mem, syn, *_ = _scan_forward(xs, mem, syn, alpha, beta, threshold, bias, spec)
+    final = {"syn": syn, "mem": mem} if synaptic else {"mem": mem}
+    return out, final
