@@ -106,11 +106,10 @@ def _check_state(who: str, layer: Layer, value: object) -> Tensor:
             f"states are real floats (convert with .float() if the values are meant as such); "
             f"nothing was loaded"
         )
-    if not -value.dim() <= layer.dim < value.dim() or value.shape[layer.dim] != layer.num_neurons:
-        raise ValueError(
-            f"{who}: expected a tensor with {layer.num_neurons} entries at dim {layer.dim}, "
-            f"got shape {tuple(value.shape)}; nothing was loaded"
-        )
+    try:  # the size check every layer makes of its inputs, worded for a state
+        layer._check_features(value, layer.num_neurons, what="state", who=who)
+    except ValueError as error:
+        raise ValueError(f"{error}; nothing was loaded") from None
     return value
 
 
@@ -174,8 +173,8 @@ def load_states(module: nn.Module, states: Mapping[str, Tensor], strict: bool = 
     if strict and (unknown or missing):
         raise ValueError(
             f"{owner}.load_states: the saved states do not match the model "
-            f"(missing: {missing or 'none'}; unknown: {unknown or 'none'}); pass strict=False "
-            f"to load the matching keys only; nothing was loaded"
+            f"(missing: {missing or 'none'}; unknown: {unknown or 'none'}); nothing was loaded. "
+            f"Pass strict=False to load the matching keys only."
         )
     plan: list[tuple[Layer, str, Tensor]] = []
     shapes: dict[int, tuple[str, torch.Size]] = {}

@@ -162,7 +162,7 @@ class Exciter(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         """One step: ``x`` clamped (and narrowed to the last neuron with ``select_last``)."""
-        self._check_features(x, self.num_neurons)
+        self._check_input(x)
         # len(): torch.compile guards on a dict's length, not on its truth value
         if len(self._backward_callbacks) > 0:
             apply = _eager_apply if _eager_apply is not None else _apply_eagerly()
@@ -172,7 +172,7 @@ class Exciter(Layer):
     def forward_sequence(self, xs: Tensor) -> Tensor:
         """A whole sequence ``[T, *step_shape]`` at once: the clamp has no state, so one call."""
         self._check_sequence(xs)
-        self._check_features(xs[0], self.num_neurons)
+        self._check_input(xs[0])
         dim = self.dim if self.dim < 0 else self.dim + 1
         if len(self._backward_callbacks) > 0:
             apply = _eager_apply if _eager_apply is not None else _apply_eagerly()
