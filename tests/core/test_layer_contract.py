@@ -356,3 +356,17 @@ def test_constructor_rejects(build, error, match):
 def test_numpy_integers_are_sizes():
     assert tt.snn.LIF(np.int64(4)).num_neurons == 4
     assert tt.rnn.GRU(np.int64(3), np.int32(5)).in_features == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["SLIB", "LIEMA", "LIF", "RLIT"])
+def test_cuda_float16_autocast_keeps_states_in_the_layer_dtype(name):
+    model = nn.Sequential(nn.Linear(3, 3), getattr(tt.snn, name)(3), tt.rnn.GRU(3, 2)).cuda()
+    xs = torch.rand(4, 2, 3, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        tt.run(model, xs)
+        tt.zero_states(model)
+        tt.run(model, xs, mode="sequence")
+    for _, layer in tt.layers(model):
+        assert all(s.dtype == torch.float32 for s in _states(layer).values())
+    assert model(xs[0]).dtype == torch.float32

@@ -7,6 +7,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -344,7 +345,7 @@ class Layer(nn.Module):
                 return tensor
         return None
 
-    def _step_failed(self, x: Tensor, states: Mapping[str, Tensor], error: Exception) -> None:
+    def _step_failed(self, x: Tensor, states: Mapping[str, Tensor], error: Exception) -> NoReturn:
         """Raise a clear error for a step that failed, when the input or states explain it.
 
         Called from a built-in layer's ``except`` clause, after which nothing was written.
