@@ -6,7 +6,9 @@ from .core import (
     Model,
     TTcompile,
     TTdecompile,
+    checkpoint,
     detach_states,
+    functional_call,
     layers,
     load_states,
     run,
@@ -14,16 +16,18 @@ from .core import (
     sequence_mode,
     zero_states,
 )
+from .export import export, export_onnx
+from .recording import record
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    """Import ``tt.plot`` on first use, so that ``import tracetorch`` needs no matplotlib."""
-    if name == "plot":
+    """Import ``tt.plot`` and ``tt.nir`` on first use (``import tracetorch`` needs neither)."""
+    if name in ("plot", "nir"):
         import importlib
 
-        return importlib.import_module(".plot", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -33,15 +37,21 @@ __all__ = [
     "TTcompile",
     "TTdecompile",
     "autograd",
+    "checkpoint",
     "core",
     "detach_states",
     "encode",
+    "export",
+    "export_onnx",
     "functional",
+    "functional_call",
     "layers",
     "load_states",
     "loss",
+    "nir",
     "nn",
     "plot",
+    "record",
     "rnn",
     "run",
     "save_states",

@@ -56,11 +56,29 @@ SURROGATE_CASES = [
     ),
 ]
 
+ALIF_CASES = [  # adaptive LIF: smooth spikes for the gradient check, and the default hard spike
+    LayerCase(
+        "ALIF",
+        lambda dim=-1: tt.snn.ALIF(
+            4, rho=0.8, threshold=0.5, beta_a=0.7, dim=dim, spike_fn=tt.functional.sigmoid4x
+        ),
+        (3, 4),
+    ),
+    LayerCase(
+        "ALIF-hard",
+        lambda dim=-1: tt.snn.ALIF(4, beta=0.8, rho=0.9, threshold=0.5, dim=dim),
+        (3, 4),
+        skip=("gradients",),
+    ),
+]
+
 CASES = [
     *(_case(name, name) for name in NAMES),
     _case("LIB-rank0-fixed", "LIB", beta_rank=0, threshold_rank=0, learn_beta=False),
     _case("DSRLITS-values", "DSRLITS", pos_beta=0.7, neg_beta=0.95, bias=0.2, pos_scale=2.0),
     _case("SLIEMA-rank0", "SLIEMA", alpha=0.3, alpha_rank=0, beta_rank=0),
     *(_case(f"{name}-hard", name, smooth=False) for name in ("LIB", "SLIB", "DSRLIT", "RLITS")),
+    _case("SLIT-zero", "SLIT", reset="zero"),
     *SURROGATE_CASES,
+    *ALIF_CASES,
 ]

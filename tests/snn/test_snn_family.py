@@ -233,7 +233,7 @@ def test_signature_lists_the_reference_parameters_in_order(name):
     expected = ["num_neurons", *values, "dim"]
     expected += [f"{p}_rank" for p in values] + [f"learn_{p}" for p in values]
     if switches(name)[3] in FIRING:
-        expected += ["spike_fn", "quant_fn"]
+        expected += ["spike_fn", "quant_fn", "reset"]
     signature = inspect.signature(getattr(tt.snn, name))
     assert list(signature.parameters) == expected
     defaults = {p: signature.parameters[p].default for p in values}
@@ -451,7 +451,7 @@ def test_lif_gradients_flow_through_time():
 def test_lif_signature_and_errors():
     assert list(inspect.signature(tt.snn.LIF).parameters) == [
         *("num_neurons", "beta", "threshold", "dim", "beta_rank", "threshold_rank"),
-        *("learn_beta", "learn_threshold", "surrogate", "slope"),
+        *("learn_beta", "learn_threshold", "surrogate", "slope", "reset"),
     ]
     with pytest.raises(ValueError, match=r"LIF.*surrogate"):
         tt.snn.LIF(4, surrogate="nope")

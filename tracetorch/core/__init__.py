@@ -1,5 +1,6 @@
 """The stateful-layer machinery: :class:`Layer`, :class:`Model` and tree-wide operations."""
 
+from .functional import checkpoint, functional_call
 from .layer import Layer
 from .model import (
     Model,
@@ -18,7 +19,9 @@ __all__ = [
     "Model",
     "TTcompile",
     "TTdecompile",
+    "checkpoint",
     "detach_states",
+    "functional_call",
     "layers",
     "load_states",
     "run",

@@ -1,5 +1,6 @@
 """Plain functions: the math of one step, transforms and helpers. Tensors in, tensors out."""
 
+from .alif import alif_step
 from .decay import decay_to_halflife, decay_to_timesteps, halflife_to_decay, timesteps_to_decay
 from .integrate import leaky_integrate, subtract_product
 from .leaky import LeakyConfig, fire, leaky_step, split_sign
@@ -11,6 +12,7 @@ from .transforms import sigmoid_inverse, softplus_inverse
 
 __all__ = [
     "LeakyConfig",
+    "alif_step",
     "decay_to_halflife",
     "decay_to_timesteps",
     "fire",

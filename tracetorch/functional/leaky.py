@@ -20,9 +20,12 @@ from torch import Tensor
 from .integrate import leaky_integrate, subtract_product
 from .spike import sigmoid4x
 
-__all__ = ["LeakyConfig", "fire", "leaky_step", "split_sign"]
+__all__ = ["RESETS", "LeakyConfig", "fire", "leaky_step", "split_sign"]
 
 Firing = Literal["none", "binary", "ternary", "scaled"]
+Reset = Literal["subtract", "zero", "none"]
+RESETS: tuple[str, ...] = ("subtract", "zero", "none")
+"""The reset mechanisms of the firing kinds (see :func:`leaky_step`)."""
 TensorFn = Callable[[Tensor], Tensor]
 
 
@@ -93,6 +96,15 @@ def _reset(terms: tuple[tuple[Tensor, Tensor], ...]) -> Tensor:
     return reset
 
 
+def _keep(terms: tuple[tuple[Tensor, Tensor], ...]) -> Tensor:
+    """The factor a zero reset multiplies the membrane by: ``1 - s`` (ternary: ``(1-p)(1+n)``)."""
+    (s, _), *rest = terms
+    keep = 1 - s
+    for n, _ in rest:  # the -1 spikes of a ternary neuron (n <= 0)
+        keep = keep * (1 + n)
+    return keep
+
+
 def fire(
     mem: Tensor,
     params: Mapping[str, Tensor],
@@ -126,6 +138,7 @@ def leaky_step(
     config: LeakyConfig,
     spike_fn: TensorFn = sigmoid4x,
     quant_fn: TensorFn | None = None,
+    reset: Reset = "subtract",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One timestep of a leaky-integrator neuron configured by ``config``.
 
@@ -137,8 +150,15 @@ def leaky_step(
        receives ``pos_rec_weight*max(rec, 0)``, the negative ``neg_rec_weight*min(rec, 0)``.
     3. Membrane: ``mem = beta*mem + input`` (ema: ``beta*mem + (1-beta)*input``). Dual:
        ``pos_mem``, ``neg_mem`` integrate ``split_sign(input)``; ``mem = pos_mem + neg_mem``.
-    4. Firing (see :func:`fire`) and reset by subtraction, ``mem = mem - reset`` (dual: each
-       of ``pos_mem``, ``neg_mem`` takes half); without firing the output is ``mem``.
+    4. Firing (see :func:`fire`) and reset; without firing the output is ``mem``. ``reset``:
+
+       - ``"subtract"``: ``mem = mem - s*threshold`` (ternary: ``- p*pos_threshold -
+         n*neg_threshold``; dual: each of ``pos_mem``, ``neg_mem`` takes half).
+       - ``"zero"``: ``mem = mem * (1 - s)`` (ternary: ``mem * (1 - p) * (1 + n)``, zero where
+         either fired; dual: both traces). With hard spikes the membrane becomes exactly 0
+         where a spike fired; written as a product, the surrogate gradient of the spike also
+         flows through the reset (as in snnTorch's ``reset_mechanism="zero"``).
+       - ``"none"``: no reset.
     5. Recurrent: ``prev_output = output``.
 
     Args:
@@ -151,9 +171,13 @@ def leaky_step(
             :func:`fire`; each a scalar or ``[N]``.
         config: The switches.
         spike_fn, quant_fn: The firing functions (see :func:`fire`).
+        reset: ``"subtract"`` (default), ``"zero"`` or ``"none"``; unused without firing.
 
     Returns:
         ``(output, new_state)``, ``new_state`` holding every state of ``state``.
+
+    Raises:
+        ValueError: A firing configuration with an unknown ``reset``.
 
     Example:
         >>> import torch
@@ -207,12 +231,21 @@ def leaky_step(
         out = mem
     else:
         out, terms = _fire_terms(mem, params, firing, spike_fn, quant_fn)
-        if dual:
-            half = _reset(terms) * 0.5
-            pos_mem, neg_mem = pos_mem - half, neg_mem - half
-        else:
-            for s, threshold in terms:
-                mem = subtract_product(mem, s, threshold)
+        if reset == "subtract":
+            if dual:
+                half = _reset(terms) * 0.5
+                pos_mem, neg_mem = pos_mem - half, neg_mem - half
+            else:
+                for s, threshold in terms:
+                    mem = subtract_product(mem, s, threshold)
+        elif reset == "zero":
+            keep = _keep(terms)
+            if dual:
+                pos_mem, neg_mem = pos_mem * keep, neg_mem * keep
+            else:
+                mem = mem * keep
+        elif reset != "none":
+            raise ValueError(f"leaky_step: expected reset in {RESETS}, got {reset!r}")
     if dual:
         new["pos_mem"], new["neg_mem"] = pos_mem, neg_mem
     else:

@@ -6,6 +6,7 @@ tutorial's name for :class:`LI`.
 """
 
 from . import family
+from .alif import ALIF
 from .decay import Decay
 from .exciter import Exciter, ExciterFunction
 from .family import LIF, NAMES
@@ -17,6 +18,7 @@ globals().update({name: getattr(family, name) for name in NAMES})
 __all__ = [  # the family's names are listed once, in family.NAMES
     "LIF",
     *NAMES,
+    "ALIF",
     "Decay",
     "Exciter",
     "ExciterFunction",

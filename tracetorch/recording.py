@@ -1,0 +1,358 @@
+"""Recording hidden states and layer outputs over time, while a model runs.
+
+:func:`tt.record <tracetorch.record>` is a context manager: within the block, every timestep
+the chosen hidden states (``"net.2.mem"``, keyed like :func:`tracetorch.save_states`) and
+module outputs (``"net.2"``, keyed by module path) are collected, in step mode (one call per
+timestep) and in sequence mode (:func:`tracetorch.run` with ``mode="sequence"``) alike.
+What it yields is a read-only mapping whose values are time-first ``[T, ...]`` tensors,
+ready for :mod:`tracetorch.plot`.
+
+Nothing is added to a model outside the block: forward hooks are registered on entry and
+removed on exit (also when the block raises), so recording costs nothing when not in use.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .core.layer import Layer
+from .core.model import layers
+from .core.sequence import _sequence_modules
+from .nn.time_distributed import TimeDistributed
+
+__all__ = ["Recording", "record"]
+
+
+class Recording(Mapping[str, Tensor]):
+    """The steps collected by :func:`tt.record <tracetorch.record>`, by key, as ``[T, ...]``.
+
+    Steps are kept as a list (a bounded ``deque`` with ``last``) and stacked when a key is
+    read, once per new step. Keys that have not recorded a step yet (a layer that did not
+    run) are not listed, and reading one raises ``KeyError``.
+
+    Attributes:
+        every: Every how many steps one is kept.
+        last: How many kept steps are held at most (``None``: all).
+    """
+
+    def __init__(self, keys: Sequence[str], every: int, last: int | None) -> None:
+        self.every = every
+        self.last = last
+        self._steps: dict[str, deque[Tensor] | list[Tensor]] = {
+            key: (deque(maxlen=last) if last is not None else []) for key in keys
+        }
+        self._offered = dict.fromkeys(keys, 0)  # steps seen per key, kept or not
+        self._stacked: dict[str, Tensor] = {}
+
+    def _add(self, key: str, value: Tensor, detach: bool) -> None:
+        """Offer one step of ``key``; kept when it is a multiple of ``every``."""
+        seen = self._offered[key]
+        self._offered[key] = seen + 1
+        if seen % self.every:
+            return
+        # a copy: the caller may reuse or modify the tensor, and a step of a sequence is a
+        # view that would keep the whole sequence alive (defeating ``last``)
+        self._steps[key].append(value.detach().clone() if detach else value.clone())
+        self._stacked.pop(key, None)
+
+    def __getitem__(self, key: str) -> Tensor:
+        steps = self._steps.get(key)
+        if not steps:
+            if steps is None:
+                raise KeyError(f"Recording: {key!r} was not recorded; recorded: {list(self)}")
+            raise KeyError(
+                f"Recording: {key!r} has no step yet; run the model inside the "
+                f"'with tt.record(...)' block"
+            )
+        stacked = self._stacked.get(key)
+        if stacked is None:
+            stacked = self._stacked[key] = torch.stack(list(steps))
+        return stacked
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, steps in self._steps.items() if steps)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{key!r}: {list(self[key].shape)}" for key in self)
+        return f"Recording({{{shapes}}})"
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"record: expected {name} to be a positive int, got {value!r}")
+    return int(value)
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _chosen_states(module: nn.Module, states: bool | Sequence[str]) -> dict[str, tuple[Layer, str]]:
+    """``key -> (layer, state name)`` for the states asked for (keys or layer paths)."""
+    every_state = {
+        _key(path, name): (layer, name)
+        for path, layer in layers(module)
+        for name in layer.state_names
+    }
+    if states is True:
+        return every_state
+    if states is False:
+        return {}
+    if isinstance(states, str) or not isinstance(states, Sequence):
+        raise TypeError(
+            f"record: expected states to be True, False or a list of keys, got {states!r}"
+        )
+    paths = dict(layers(module))
+    chosen = {}
+    for key in states:
+        if key in every_state:
+            chosen[key] = every_state[key]
+        elif key in paths:  # a layer's path: all of its states
+            chosen.update({_key(key, n): (paths[key], n) for n in paths[key].state_names})
+        else:
+            raise KeyError(
+                f"record: {key!r} is neither a state key nor a layer path of "
+                f"{type(module).__name__}; state keys (as save_states() names them): "
+                f"{sorted(every_state)}"
+            )
+    return chosen
+
+
+def _chosen_outputs(module: nn.Module, outputs: bool | Sequence[str]) -> list[str]:
+    """The module paths whose outputs are recorded (``True``: every tracetorch layer)."""
+    if outputs is True:
+        return [path for path, _ in layers(module)]
+    if outputs is False:
+        return []
+    if isinstance(outputs, str) or not isinstance(outputs, Sequence):
+        raise TypeError(
+            f"record: expected outputs to be True, False or a list of module paths, got {outputs!r}"
+        )
+    modules = dict(module.named_modules())
+    for path in outputs:
+        if path not in modules:
+            raise KeyError(
+                f"record: {path!r} is not a module path of {type(module).__name__}; module "
+                f"paths (as named_modules() names them, '' for the module itself): "
+                f"{sorted(modules)}"
+            )
+    return list(dict.fromkeys(outputs))  # each once, in the order given
+
+
+class _Recorder:
+    """Installs and removes the hooks and sequence-mode loops of one :func:`record` block."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        states: dict[str, tuple[Layer, str]],
+        outputs: list[str],
+        recording: Recording,
+        detach: bool,
+    ) -> None:
+        self.recording = recording
+        self.detach = detach
+        self.outer = _sequence_modules(module)  # what sequence mode switches
+        modules = dict(module.named_modules())
+        self.paths = {id(sub): path for path, sub in modules.items()}
+        # per hooked module: (output keys, [(state key, name)] for its own states)
+        self.plan: dict[int, tuple[nn.Module, list[str], list[tuple[str, str]]]] = {}
+        for key, (layer, name) in states.items():
+            self._entry(layer)[2].append((key, name))
+        for path in outputs:
+            sub = modules[path]
+            prefix, _, name = path.rpartition(".")
+            parent = modules[prefix] if path else None
+            if isinstance(parent, TimeDistributed) and name == "module":
+                # the wrapper returns what its module returns, but sees time as its own
+                # input does (the module sees time merged into the batch in sequence mode)
+                sub = parent
+            self._entry(sub)[1].append(path)
+        self.handles: list[Any] = []
+        self.looped: list[tuple[Layer, Callable]] = []
+
+    def _entry(self, sub: nn.Module) -> tuple[nn.Module, list[str], list[tuple[str, str]]]:
+        return self.plan.setdefault(id(sub), (sub, [], []))
+
+    def _kind(self, sub: nn.Module) -> str:
+        """How ``sub`` sees time in sequence mode.
+
+        ``"self"``: sequence mode switches it (a call is a sequence when it is switched);
+        ``"inner"``: inside a switched module, which calls it one step at a time;
+        ``"global"``: outside them (a call is a sequence whenever sequence mode is on).
+        """
+        if any(sub is outer for outer in self.outer):
+            return "self"
+        path = self.paths[id(sub)]
+        for outer in self.outer:
+            outer_path = self.paths[id(outer)]
+            if outer_path == "" or path.startswith(outer_path + "."):
+                return "inner"
+        return "global"
+
+    def install(self) -> None:
+        for sub, output_keys, state_keys in self.plan.values():
+            kind = self._kind(sub)
+            if state_keys and kind == "self" and isinstance(sub, Layer):
+                if "forward_sequence" in sub.__dict__ or "forward" in sub.__dict__:
+                    raise RuntimeError(
+                        f"record: {type(sub).__name__} at {self.paths[id(sub)]!r} is already "
+                        f"being recorded or is in sequence mode; enter tt.record() once, "
+                        f"around tt.run()"
+                    )
+                loop = self._stepwise(sub, state_keys)
+                sub.__dict__["forward_sequence"] = loop
+                self.looped.append((sub, loop))
+            hook = self._hook(sub, kind, output_keys, state_keys)
+            self.handles.append(sub.register_forward_hook(hook))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        for layer, loop in self.looped:
+            if layer.__dict__.get("forward_sequence") is loop:
+                del layer.__dict__["forward_sequence"]
+        self.handles, self.looped = [], []
+
+    def _add_states(self, layer: Layer, state_keys: list[tuple[str, str]]) -> None:
+        d = layer.__dict__
+        for key, name in state_keys:
+            if d[name] is not None:
+                self.recording._add(key, d[name], self.detach)
+
+    def _stepwise(self, layer: Layer, state_keys: list[tuple[str, str]]) -> Callable:
+        """A ``forward_sequence`` that runs the layer's own step and records its states."""
+        step = type(layer).forward
+
+        def forward_sequence(xs: Tensor) -> Tensor:
+            layer._check_sequence(xs)
+            outs = []
+            for x in xs:
+                outs.append(step(layer, x))
+                self._add_states(layer, state_keys)
+            return torch.stack(outs)
+
+        return forward_sequence
+
+    def _hook(
+        self,
+        sub: nn.Module,
+        kind: str,
+        output_keys: list[str],
+        state_keys: list[tuple[str, str]],
+    ) -> Callable:
+        outer = self.outer
+
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if kind == "self":
+                sequence = "forward" in module.__dict__
+            elif kind == "global":
+                sequence = any("forward" in o.__dict__ for o in outer)
+            else:
+                sequence = False
+            if output_keys:
+                if not isinstance(output, Tensor):
+                    raise TypeError(
+                        f"record: {type(module).__name__} at {output_keys[0]!r} returned "
+                        f"{type(output).__name__}; only tensor outputs can be recorded"
+                    )
+                steps = output.unbind(0) if sequence else (output,)
+                for key in output_keys:
+                    for step in steps:
+                        self.recording._add(key, step, self.detach)
+            if state_keys and not sequence:  # in sequence mode the step loop records them
+                self._add_states(module, state_keys)
+
+        return hook
+
+
+@contextmanager
+def record(
+    module: nn.Module,
+    states: bool | Sequence[str] = True,
+    outputs: bool | Sequence[str] = False,
+    *,
+    detach: bool = True,
+    every: int = 1,
+    last: int | None = None,
+) -> Iterator[Recording]:
+    """Record hidden states and module outputs at every timestep while ``module`` runs.
+
+    Within the ``with`` block, each timestep appends the chosen states and outputs to the
+    yielded :class:`~tracetorch.recording.Recording`, whose values read as time-first
+    ``[T, ...]`` tensors (a step of a batched layer is ``[B, ...]``, so a value is
+    ``[T, B, ...]``), ready for :func:`tracetorch.plot.raster`,
+    :func:`~tracetorch.plot.traces` and :func:`~tracetorch.plot.rates`. The recording stays
+    readable after the block.
+
+    Both ways of running a model are recorded the same way, step after step:
+
+    - step mode (``model(x)`` once per step, or :func:`tracetorch.run`): one step per call;
+    - sequence mode (:func:`tracetorch.run` with ``mode="sequence"``): outputs ``[T, ...]``
+      are split into their steps; a layer whose states are recorded runs its own step in a
+      loop inside the block (its states only exist between steps), so it gives up its fast
+      sequence path while recorded. Sequence mode reads that loop when it starts, so the
+      ``with tt.record(...)`` block must enclose the ``tt.run`` call.
+
+    Forward hooks are registered on entry and removed on exit, also when the block raises:
+    outside the block nothing is left on the model and nothing costs time.
+
+    Args:
+        module: The model (any ``nn.Module``, or a single layer).
+        states: ``True`` for every hidden state of every tracetorch layer under ``module``,
+            ``False`` for none, or a list of keys as :func:`tracetorch.save_states` names
+            them (``"net.2.mem"``) or of layer paths (``"net.2"``: all of its states).
+        outputs: ``True`` for the output of every tracetorch layer, ``False`` for none, or a
+            list of module paths, any module (``"net.0"``, an ``nn.Linear``; ``""`` is
+            ``module`` itself). A recorded output is keyed by its path.
+        detach: Record copies cut from the autograd graph (default). ``False`` keeps the
+            graph, to put a recorded state into a loss (and keeps its memory alive).
+        every: Keep one step in ``every`` (steps 0, every, 2*every, ...).
+        last: Keep only the last ``last`` kept steps (a bounded buffer); ``None``: all.
+
+    Yields:
+        The :class:`~tracetorch.recording.Recording`, filled as the model runs.
+
+    Raises:
+        KeyError: A state key, layer path or module path that ``module`` does not have.
+        TypeError: ``states``/``outputs`` of another type, or a recorded module returning
+            something other than a tensor.
+        ValueError: ``every`` or ``last`` not a positive int.
+        RuntimeError: ``module`` is already being recorded, or already in sequence mode.
+
+    Example:
+        >>> import torch, tracetorch as tt
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), tt.snn.LIF(4))
+        >>> with tt.record(net, outputs=["0", "1"]) as rec:
+        ...     ys = tt.run(net, torch.rand(20, 2, 3), mode="sequence")
+        >>> sorted(rec), rec["1.mem"].shape, torch.equal(rec["1"], ys)
+        (['0', '1', '1.mem'], torch.Size([20, 2, 4]), True)
+        >>> net[1]._forward_hooks  # nothing left behind
+        OrderedDict()
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"record: expected an nn.Module, got {type(module).__name__}")
+    every = _positive("every", every)
+    if last is not None:
+        last = _positive("last", last)
+    if not isinstance(detach, bool):
+        raise TypeError(f"record: expected detach to be a bool, got {detach!r}")
+    chosen_states = _chosen_states(module, states)
+    chosen_outputs = _chosen_outputs(module, outputs)
+    recording = Recording([*chosen_states, *chosen_outputs], every, last)
+    recorder = _Recorder(module, chosen_states, chosen_outputs, recording, detach)
+    try:
+        recorder.install()
+        yield recording
+    finally:
+        recorder.remove()
