@@ -101,28 +101,19 @@ def save_raster(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hidden_spikes, readout = [], []
-    with torch.no_grad():
+    with torch.no_grad(), tt.record(model, states=False, outputs=["lif", "readout"]) as seen:
         model.zero_states()
-        for x in spikes:  # the loop of forward(), unrolled to record the hidden layer
-            s = model.lif(model.fc1(x.unsqueeze(0)))
-            readout.append(model.readout(model.fc2(s))[0])
-            hidden_spikes.append(s[0])
-    hidden_spikes, readout = torch.stack(hidden_spikes), torch.stack(readout)
+        model.run(spikes.unsqueeze(1), mode="sequence")  # one digit: a batch of one
+    hidden_spikes, readout = seen["lif"][:, 0], seen["readout"][:, 0]
 
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1, 2, 2, 2]})
     axes[0].imshow(image.reshape(8, 8), cmap="gray_r")
     axes[0].set_title(f"test digit (label {label})")
     axes[0].axis("off")
-    for ax, data, title in (
-        (axes[1], spikes, "input spikes (64 pixels)"),
-        (axes[2], hidden_spikes, f"LIF spikes ({hidden_spikes.shape[1]} neurons)"),
-    ):
-        t, neuron = torch.nonzero(data, as_tuple=True)
-        ax.scatter(t, neuron, s=3, marker="|", color="k")
-        ax.set(xlabel="timestep", title=title, xlim=(-1, len(data)))
-    axes[1].set_ylabel("pixel")
-    axes[2].set_ylabel("neuron")
+    tt.plot.raster(spikes, ax=axes[1])
+    axes[1].set(title="input spikes (64 pixels)", ylabel="pixel")
+    tt.plot.raster(hidden_spikes, ax=axes[2])
+    axes[2].set(title=f"LIF spikes ({hidden_spikes.shape[1]} neurons)", ylabel="neuron")
     for c in range(readout.shape[1]):
         axes[3].plot(readout[:, c], lw=2.5 if c == label else 0.8, label=str(c))
     axes[3].set(xlabel="timestep", ylabel="membrane", title="LI read-out (bold: true class)")
