@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 STEP = "plain, one call per step (states passed)"
 LOOP = "plain, whole loop inline in one call"
+ONCE = "plain, loop inline, transforms once"
 
 
 def run_tt(model: nn.Module, xs: Tensor) -> Tensor:
@@ -25,11 +26,23 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def compare(title: str, runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def medians_table(
+    title: str,
+    runs: Mapping[str, Callable[[], object]],
+    repeats: int,
+    baselines: Mapping[str, str],
+) -> dict[str, float]:
     """Time ``runs`` interleaved (after one warm-up each) and print medians and ratios.
 
-    ``runs`` must hold the two plain baselines under the keys :data:`STEP` and :data:`LOOP`.
-    Returns each run's median time divided by the :data:`STEP` baseline's.
+    Args:
+        title: The heading of the table.
+        runs: What to time, by label.
+        repeats: Timed calls of each run (one of each in turn, ``repeats`` times).
+        baselines: The runs to divide by, ``{column name: label in runs}``: one column
+            ``ratio vs <column name>`` each.
+
+    Returns:
+        Each run's median time in seconds, by label.
     """
     for fn in runs.values():
         fn()
@@ -38,9 +51,28 @@ def compare(title: str, runs: dict[str, Callable[[], object]], repeats: int) -> 
         for key, fn in runs.items():
             times[key].append(timed(fn))
     medians = {key: statistics.median(t) for key, t in times.items()}
-    step, loop = medians[STEP], medians[LOOP]
+    width = max(40, *map(len, runs))
     print(title)
-    print(f"    {'':<40} {'median':>10}   {'ratio vs step':>13}   {'ratio vs loop':>13}")
+    header = "".join(f"   {'ratio vs ' + name:>13}" for name in baselines)
+    print(f"    {'':<{width}} {'median':>10}{header}")
     for key, t in medians.items():
-        print(f"    {key:<40} {t * 1e3:7.3f} ms   {t / step:13.3f}   {t / loop:13.3f}")
-    return {key: t / step for key, t in medians.items()}
+        ratios = "".join(f"   {t / medians[base]:13.3f}" for base in baselines.values())
+        print(f"    {key:<{width}} {t * 1e3:7.3f} ms{ratios}")
+    return medians
+
+
+def compare(
+    title: str,
+    runs: dict[str, Callable[[], object]],
+    repeats: int,
+    baselines: Mapping[str, str] | None = None,
+) -> dict[str, float]:
+    """Time ``runs`` interleaved (after one warm-up each) and print medians and ratios.
+
+    ``runs`` must hold the two plain baselines under the keys :data:`STEP` and :data:`LOOP`;
+    ``baselines`` adds ratio columns against more of its runs (``{column name: label}``).
+    Returns each run's median time divided by the :data:`STEP` baseline's.
+    """
+    columns = {"step": STEP, "loop": LOOP, **(baselines or {})}
+    medians = medians_table(title, runs, repeats, columns)
+    return {key: t / medians[STEP] for key, t in medians.items()}

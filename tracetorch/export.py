@@ -42,18 +42,17 @@ class _Step(nn.Module):
         return output, {key: new[key] for key in self.keys}
 
 
-def _trial_step(
+def _starting_states(
     module: nn.Module, sample_input: Tensor | tuple, states: Mapping[str, Tensor] | None
-) -> tuple[object, dict[str, Tensor]]:
-    """One step on ``sample_input``: its output, and the states to export it from.
-
-    The states are every state the step uses: the given ones, zeros for the others.
-    """
+) -> dict[str, Tensor]:
+    """Every state one step on ``sample_input`` uses: the given ones, zeros for the others."""
     with torch.no_grad():
-        output, created = functional_call(module, states or {}, sample_input)
-    given = dict(states or {})
-    start = {key: given.get(key, torch.zeros_like(value)) for key, value in created.items()}
-    return output, start
+        _, created = functional_call(module, states or {}, sample_input)
+    start = {}
+    for key, value in created.items():
+        given = (states or {}).get(key)
+        start[key] = torch.zeros_like(value) if given is None else given
+    return start
 
 
 def export(
@@ -110,7 +109,7 @@ def export(
         ...     torch.allclose(y, tt.run(net, xs)[-1])
         True
     """
-    _, start = _trial_step(module, sample_input, states)
+    start = _starting_states(module, sample_input, states)
     step = _Step(module, tuple(start))
     with torch.no_grad():
         program = torch.export.export(step, (sample_input, start), strict=False)
@@ -142,7 +141,8 @@ def export_onnx(
     (``torch.onnx.export(..., dynamo=True)``). The ONNX graph has the inputs ``input`` (for a
     tuple ``sample_input``: ``input.0``, ``input.1``, ...) then one input per state, named
     by its key of :func:`tracetorch.save_states` (``net.2.mem``); and the outputs ``output``
-    then one per new state, ``new.<key>`` (``new.net.2.mem``), in the same order. Running it
+    (for a forward that returns several tensors: ``output.0``, ``output.1``, ...) then one
+    per new state, ``new.<key>`` (``new.net.2.mem``), in the same order. Running it
     step by step means feeding each step's ``new.<key>`` back as ``<key>``, starting from
     zeros of the shapes of the inputs (or from saved states). The shapes are those of
     ``sample_input``.
@@ -162,7 +162,8 @@ def export_onnx(
 
     Raises:
         ImportError: ``onnx`` or ``onnxscript`` is not installed.
-        ValueError: a state key that clashes with the names ``input*`` / ``output``.
+        ValueError: state keys that make two inputs or outputs of the ONNX model share a
+            name (a submodule named ``input``, or ``new`` beside its parent).
 
     Example:
         Not run with the doctests (it needs the extra and writes a file); the guide
@@ -183,13 +184,20 @@ def export_onnx(
     keys = list(program.example_inputs[0][1])
     count = len(sample_input) if isinstance(sample_input, tuple) else 0
     inputs = [f"input.{i}" for i in range(count)] if count else ["input"]
-    clash = sorted(set(keys) & {*inputs, "output"})
+    returned = program.call_spec.out_spec.child(0)  # what the model's forward returns
+    if returned.is_leaf():
+        outputs = ["output"]
+    else:
+        outputs = [f"output.{i}" for i in range(returned.num_leaves)]
+    outputs += [f"new.{key}" for key in keys]
+    names = [*inputs, *keys, *outputs]
+    clash = sorted({name for name in names if names.count(name) > 1})
     if clash:
         raise ValueError(
-            f"tt.export_onnx: the state key(s) {clash} of {type(module).__name__} clash with "
-            f"the names of the ONNX model's input and output; rename the layer's attribute"
+            f"tt.export_onnx: the state keys of {type(module).__name__} give the ONNX model the "
+            f"name(s) {clash} twice (inputs {inputs}, one input per state key, outputs "
+            f"'output*' and 'new.<key>'); rename the submodules that hold those states"
         )
-    outputs = ["output", *(f"new.{key}" for key in keys)]
     with torch.no_grad():
         onnx_program = torch.onnx.export(
             program,

@@ -54,10 +54,11 @@ def _recomputing() -> bool:
     engine is running a backward pass on this thread, grad mode is on, and no pure view
     (:func:`functional_call`, :func:`checkpoint`) lent the layers their states. Code that runs
     the network from a backward hook under ``torch.no_grad()`` (the probes of
-    :class:`~tracetorch.snn.Exciter` callbacks) is not a replay. Under ``torch.compile`` it
-    is ``False`` (the compiled graph does not call back into Python at backward time).
+    :class:`~tracetorch.snn.Exciter` callbacks) is not a replay. While ``torch.compile``
+    traces a step it is ``False``: the check is Python that a trace leaves out.
 
-    Meant to be called at the start of a layer step (see :func:`_recomputation_error`).
+    Cheap enough for every step (a fraction of a microsecond); meant to be called where a
+    layer step reads its states, raising :func:`_recomputation_error` when it is ``True``.
     """
     if not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return False
@@ -70,15 +71,15 @@ def _recomputation_error(who: str) -> RuntimeError:
         f"{who}: this stateful layer is being recomputed during a backward pass (activation "
         f"checkpointing of plain module calls): the replay would read hidden states that the "
         f"first run already advanced, advance them again and give a wrong gradient; "
-        f"checkpoint with tt.checkpoint(model, xs), or wrap the checkpointed function around "
-        f"tt.functional_call(model, states, x), which pass the states explicitly"
+        f"use tt.checkpoint(model, xs), or checkpoint a function that steps the model with "
+        f"tt.functional_call(model, states, x), which takes and returns the states explicitly"
     )
 
 
 def _state_slots(module: nn.Module) -> dict[str, tuple[Layer, str]]:
     """Every declared state under ``module``: ``{"net.2.mem": (layer, "mem"), ...}``."""
-    # Imported here: this module is imported by layer.py (the recomputation check), so it
-    # cannot import the layer machinery at import time.
+    # Imported here, not at the top: layer.py imports this module (for _recomputing), and
+    # model.py imports layer.py.
     from .model import _key, layers
 
     return {
@@ -155,7 +156,11 @@ def _pure_view(module: nn.Module, states: Mapping[str, Tensor | None], who: str)
     slots = _checked_slots(module, states, who)
     lent = _by_layer(slots, states)
     saved = [
-        (layer, {name: layer.__dict__[name] for name in layer.state_names}, layer._tt_cache)
+        (
+            layer,
+            {name: layer.__dict__[name] for name in layer.state_names},
+            layer.__dict__["_tt_cache"],
+        )
         for layer, _ in lent
     ]
     _views.depth += 1
@@ -283,9 +288,10 @@ def checkpoint(
     its inputs and the states it starts from (see :func:`functional_call`) under
     ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``: the forward keeps only
     the states at the segment boundaries, and the backward recomputes one segment at a time
-    to get its activations back. The outputs and gradients are those of :func:`tracetorch.run`
-    (the same operations run again on the same values); the price is one more forward pass.
-    Without grad mode (evaluation) the segments simply run.
+    to get its activations back. The outputs, gradients and final states are those of
+    :func:`tracetorch.run` (the same operations run again on the same values; only sums
+    over segments may round differently); the price is one more forward pass. Without grad
+    mode (evaluation) the segments simply run.
 
     Like :func:`tracetorch.run`, it leaves the layers holding the states of the last step
     (with their autograd graph), so calls can be chained and mixed with :func:`tracetorch.run`

@@ -12,6 +12,8 @@ from typing import NoReturn
 import torch
 from torch import Tensor, nn
 
+from .functional import _recomputation_error, _recomputing
+
 __all__ = ["Layer"]
 
 Transform = Callable[[Tensor], Tensor]
@@ -220,6 +222,8 @@ class Layer(nn.Module):
             ValueError: a meta tensor, another device, ``dim`` out of range, a wrong size at
                 ``dim`` or a shape that does not match the live states.
         """
+        if _recomputing():  # a checkpoint replaying this step would advance the states twice
+            raise _recomputation_error(type(self).__name__)
         d = self.__dict__
         names = d["_state_names"]
         if d["in_features"] == d["num_neurons"] and names:

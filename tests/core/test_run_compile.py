@@ -1,0 +1,75 @@
+"""``tt.run(..., mode="sequence", compile=True)`` computes what the eager sequence mode does."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+import tracetorch as tt
+
+
+def _net() -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(4, 8), tt.snn.LIB(8), nn.Linear(8, 3), tt.snn.LI(3))
+    with torch.no_grad():
+        net[0].weight.mul_(3)  # so that the LIB layer fires
+        net[1].raw_bias.uniform_(-0.2, 0.2)
+    return net
+
+
+def _run(net: nn.Module, xs: torch.Tensor, compile: bool) -> torch.Tensor:
+    tt.zero_states(net)
+    return tt.run(net, xs, mode="sequence", compile=compile)
+
+
+def test_compile_needs_sequence_mode():
+    with pytest.raises(ValueError, match="compile=True needs mode='sequence', got mode='step'"):
+        tt.run(_net(), torch.rand(3, 2, 4), compile=True)
+
+
+@pytest.mark.slow
+def test_compiled_sequence_matches_eager_and_compiles_once():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = _net()
+    xs = torch.rand(5, 2, 4)
+    assert _run(net[:2], xs, compile=False).sum() > 0  # the LIB layer fires
+
+    # training: outputs, the states left behind and the gradients
+    ys = _run(net, xs, compile=True)
+    ys.square().sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    states = tt.save_states(net)
+    net.zero_grad()
+    expected = _run(net, xs, compile=False)
+    expected.square().sum().backward()
+    torch.testing.assert_close(ys, expected)
+    for name, state in tt.save_states(net).items():
+        torch.testing.assert_close(states[name], state)
+    for grad, p in zip(grads, net.parameters(), strict=True):
+        torch.testing.assert_close(grad, p.grad)
+
+    # baked inference; a second call with the same shapes does not compile again
+    tt.TTcompile(net)
+    with torch.inference_mode():
+        ys = _run(net, xs, compile=True)
+        graphs = counters["stats"]["unique_graphs"]
+        torch.testing.assert_close(_run(net, xs, compile=True), ys)
+        assert counters["stats"]["unique_graphs"] == graphs
+        torch.testing.assert_close(ys, _run(net, xs, compile=False))
+
+
+@pytest.mark.slow
+def test_the_compiled_callable_does_not_keep_the_model_alive():
+    net = _net()
+    with torch.inference_mode():
+        _run(net, torch.rand(2, 1, 4), compile=True)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
