@@ -477,7 +477,11 @@ def leaky_scan(
             f"got shape {tuple(xs.shape)}"
         )
     _, synaptic, _, ema, firing = config
-    if (reset != "subtract" and firing != "none") or not scan_supported(config, spike_fn, quant_fn):
+    if (
+        (reset != "subtract" and firing != "none")
+        or not scan_supported(config, spike_fn, quant_fn)
+        or torch.compiler.is_compiling()  # a traced plain loop fuses into one kernel per layer
+    ):
         return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
     binary = firing == "binary"
     try:

@@ -189,7 +189,8 @@ class Layer(nn.Module):
             TypeError: a value that is neither a tensor nor ``None``.
             KeyError: a name that is not a declared state.
         """
-        declared = self.__dict__["_state_names"]
+        d = self.__dict__
+        declared = d["_state_names"]
         for name, value in states.items():
             if name not in declared:
                 raise KeyError(f"{type(self).__name__}: {name!r} is not a state of this layer")
@@ -198,7 +199,7 @@ class Layer(nn.Module):
                     f"{type(self).__name__}: state {name!r} must be a tensor or None, got "
                     f"{type(value).__name__}"
                 )
-        self.__dict__.update(states)
+        d.update(states)
 
     def _read_states(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Check ``x`` and return it with the states a step on it starts from.
@@ -222,22 +223,23 @@ class Layer(nn.Module):
             ValueError: a meta tensor, another device, ``dim`` out of range, a wrong size at
                 ``dim`` or a shape that does not match the live states.
         """
-        if _recomputing():  # a checkpoint replaying this step would advance the states twice
+        # a checkpoint replaying this step would advance the states twice
+        if torch.is_grad_enabled() and _recomputing():
             raise _recomputation_error(type(self).__name__)
         d = self.__dict__
-        names = d["_state_names"]
-        if d["in_features"] == d["num_neurons"] and names:
+        if d["in_features"] == d["num_neurons"]:
             # Every step after the first: live states of exactly x's shape and dtype prove x
             # valid (they were created or loaded with num_neurons at dim).
             shape, dtype = x.shape, x.dtype
             states = {}
-            for name in names:
+            for name in d["_state_names"]:
                 state = d[name]
                 if state is None or state.shape != shape or state.dtype != dtype:
                     break
                 states[name] = state
             else:
-                return x, states
+                if states:
+                    return x, states
         return self._read_states_checked(x)
 
     def _read_states_checked(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -597,16 +599,17 @@ class Layer(nn.Module):
             values = self._compute_values(cache=False)
             return values if ndim is None else self._viewed(values, ndim)
         cache = self.__dict__["_tt_cache"]
-        if cache is not None and cache.grad == torch.is_grad_enabled():
+        if cache is not None and cache.grad is torch.is_grad_enabled():
             for store, key, tensor, version in cache.sources:
-                if store.get(key) is not tensor or tensor._version != version:
+                if tensor._version != version or store.get(key) is not tensor:
                     break
             else:
                 if ndim is None:
                     return cache.values
                 viewed = cache.viewed.get(ndim)
-                if viewed is None:
-                    viewed = cache.viewed[ndim] = self._viewed(cache.values, ndim)
+                if viewed is not None:
+                    return viewed
+                viewed = cache.viewed[ndim] = self._viewed(cache.values, ndim)
                 return viewed
         values = self._compute_values(cache=True)
         if ndim is None:

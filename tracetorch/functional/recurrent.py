@@ -49,7 +49,7 @@ def rnn_step(
         cell = torch.rnn_relu_cell
     else:
         raise ValueError(f"rnn_step: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r}")
-    return cell(*_rows(x, h), weight_ih, weight_hh, bias_ih, bias_hh).view(h.shape)
+    return _unrows(cell(*_rows(x, h), weight_ih, weight_hh, bias_ih, bias_hh), h)
 
 
 def gru_step(
@@ -83,7 +83,7 @@ def gru_step(
         >>> gru_step(torch.ones(1, 2), torch.ones(1, 3), w_ih, w_hh)  # z = 0.5, n = 0
         tensor([[0.5000, 0.5000]])
     """
-    return torch.gru_cell(*_rows(x, h), weight_ih, weight_hh, bias_ih, bias_hh).view(h.shape)
+    return _unrows(torch.gru_cell(*_rows(x, h), weight_ih, weight_hh, bias_ih, bias_hh), h)
 
 
 def lstm_step(
@@ -119,11 +119,21 @@ def lstm_step(
         tensor([[0.5000, 0.5000]])
     """
     x_rows, h_rows = _rows(x, h)
-    c_rows = c.reshape(-1, c.shape[-1])
+    c_rows = c if c.dim() == 2 else c.reshape(-1, c.shape[-1])
     h_new, c_new = torch.lstm_cell(x_rows, (h_rows, c_rows), weight_ih, weight_hh, bias_ih, bias_hh)
-    return h_new.view(h.shape), c_new.view(c.shape)
+    return _unrows(h_new, h), _unrows(c_new, c)
 
 
 def _rows(x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    """``x`` and ``h`` as 2-d ``[rows, features]``, as PyTorch's fused cell kernels take them."""
+    """``x`` and ``h`` as 2-d ``[rows, features]``, as PyTorch's fused cell kernels take them.
+
+    ``[B, F]`` inputs pass as they are (no view in the autograd graph).
+    """
+    if x.dim() == 2 and h.dim() == 2:
+        return x, h
     return x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1])
+
+
+def _unrows(new: Tensor, like: Tensor) -> Tensor:
+    """A cell kernel's ``[rows, H]`` result in the shape of the state ``like``."""
+    return new if new.dim() == like.dim() else new.view(like.shape)

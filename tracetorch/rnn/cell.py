@@ -97,19 +97,24 @@ class CellLayer(Layer):
         steps = xs.shape[0]
         step_dim = self.dim if self.dim < 0 else self.dim + 1  # dim counted in one step
         seq = xs if step_dim == -1 or step_dim == xs.dim() - 1 else xs.movedim(step_dim, -1)
-        batch_shape = seq.shape[1:-1]
-        rows = seq.reshape(steps, -1, seq.shape[-1])
-        first = [self._to_working_dim(s).reshape(1, -1, self.num_neurons) for s in states.values()]
+        batch_shape, n = seq.shape[1:-1], self.num_neurons
+        flat = len(batch_shape) == 1  # [T, B, F]: the kernel's own layout, nothing to reshape
+        rows = seq if flat else seq.reshape(steps, -1, seq.shape[-1])
+        first = [
+            self._to_working_dim(s)[None] if flat else self._to_working_dim(s).reshape(1, -1, n)
+            for s in states.values()
+        ]
         try:
             out, *last = self._sequence_kernel(rows, first)
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(xs[0], states, error)
         if out.dtype != xs.dtype:  # autocast computed in low precision: keep the layer's dtype
             out, last = out.to(xs.dtype), [s.to(xs.dtype) for s in last]
-        out = out.reshape(steps, *batch_shape, self.num_neurons)
+        if not flat:
+            out = out.reshape(steps, *batch_shape, n)
         if not (step_dim == -1 or step_dim == xs.dim() - 1):
             out = out.movedim(-1, step_dim)
-        new = [self._from_working_dim(s.reshape(*batch_shape, self.num_neurons)) for s in last]
+        new = [self._from_working_dim(s[0] if flat else s.reshape(*batch_shape, n)) for s in last]
         self._write_states(dict(zip(self._state_names, new, strict=True)))
         return out
 
