@@ -249,7 +249,7 @@ def test_double_backward_raises(square: bool) -> None:
 
 
 def test_torch_func_grad() -> None:
-    """First-order torch.func.grad runs the hand-written backward; its grad raises."""
+    """Under torch.func the scan runs the plain loop: gradients of any order, as the loop's."""
     case = CASES[6]  # LIF with atan
     xs, states, params = _make(case, (3, 4), (4,))
     xs = xs.detach()
@@ -264,10 +264,15 @@ def test_torch_func_grad() -> None:
     ref = torch.autograd.grad(ref_out.square().sum(), (xs, params["beta"]))
     for g, r in zip(grads, ref, strict=True):
         torch.testing.assert_close(g, r)
-    with pytest.raises(RuntimeError, match="gradient is not differentiable"):
-        torch.func.grad(lambda v: torch.func.grad(loss)(v, params["beta"].detach()).sum())(
-            xs.detach()
-        )
+
+    def loop_loss(xs: Tensor, beta: Tensor) -> Tensor:
+        out, _ = _loop(xs, states, {**params, "beta": beta}, case.config, case.spike)
+        return out.square().sum()
+
+    beta = params["beta"].detach()
+    second = torch.func.grad(lambda v: torch.func.grad(loss, argnums=1)(xs, v).sum())(beta)
+    expected = torch.func.grad(lambda v: torch.func.grad(loop_loss, argnums=1)(xs, v).sum())(beta)
+    torch.testing.assert_close(second, expected)
 
 
 FALLBACK = [

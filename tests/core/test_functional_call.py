@@ -20,7 +20,6 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 import tracetorch as tt
 from tracetorch.autograd.leaky_scan import scan_supported
 from tracetorch.core.functional import _recomputing
-from tracetorch.rnn.cell import CellLayer
 from tracetorch.snn.leaky import LeakyIntegrator
 
 CASES = all_cases()
@@ -146,18 +145,7 @@ def test_torch_func_grad_with_respect_to_the_states(case: LayerCase, mode: str):
 
 @pytest.mark.parametrize("mode", ["step", "sequence"])
 @pytest.mark.parametrize("case", STATEFUL, ids=repr)
-def test_torch_func_jacrev_of_one_step_with_respect_to_the_states(
-    case: LayerCase, mode: str, request: pytest.FixtureRequest
-):
-    if mode == "sequence" and _scans(case):
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="jacrev vmaps the backward; under a torch.func transform LeakyScan's "
-                "backward returns its gradient through _NoDoubleBackward, an autograd "
-                "Function without a vmap rule",
-                strict=False,
-            )
-        )
+def test_torch_func_jacrev_of_one_step_with_respect_to_the_states(case: LayerCase, mode: str):
     layer, _ = warmed_up(case)
     x = _step_input(case, mode)
     states = perturbed(tt.save_states(layer))
@@ -176,27 +164,8 @@ def test_torch_func_jacrev_of_one_step_with_respect_to_the_states(
             torch.testing.assert_close(jacobians[out_key][in_key], expected[i][j], **TIGHT)
 
 
-# lstm_step calls torch.lstm_cell, which has no vmap batching rule (not even the slow
-# fallback) in PyTorch; SimpleRNN and GRU take the fallback (a loop, with a warning).
-_NO_STEP_VMAP = {"LSTM", "LSTM-nobias"}
-
-
 @pytest.mark.filterwarnings("ignore:There is a performance drop")
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            marks=pytest.mark.xfail(
-                case.name in _NO_STEP_VMAP,
-                reason="torch.lstm_cell has no vmap batching rule",
-                strict=False,
-            ),
-        )
-        for case in STATEFUL
-    ],
-    ids=repr,
-)
+@pytest.mark.parametrize("case", STATEFUL, ids=repr)
 def test_vmap_over_a_batch_of_independent_state_sets(case: LayerCase):
     layer, x = warmed_up(case)
     sets = [perturbed(tt.save_states(layer), seed) for seed in range(4)]
@@ -209,27 +178,7 @@ def test_vmap_over_a_batch_of_independent_state_sets(case: LayerCase):
             torch.testing.assert_close(new[key][i], value, **TIGHT)
 
 
-def _sequence_vmap_fails(case: LayerCase) -> bool:
-    return isinstance(case.make(), CellLayer) or _scans(case)
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            marks=pytest.mark.xfail(
-                _sequence_vmap_fails(case),
-                reason="sequence mode of the leaky scan (LeakyScan has no vmap rule, its no-grad "
-                "path writes with out=) and of the RNN layers (torch.rnn_tanh/gru/lstm have no "
-                "batching rule) does not run under vmap",
-                strict=False,
-            ),
-        )
-        for case in STATEFUL
-    ],
-    ids=repr,
-)
+@pytest.mark.parametrize("case", STATEFUL, ids=repr)
 def test_vmap_over_state_sets_in_sequence_mode(case: LayerCase):
     layer, _ = warmed_up(case)
     xs = torch.randn(3, *case.input_shape, dtype=F64)

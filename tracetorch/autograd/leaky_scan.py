@@ -481,6 +481,7 @@ def leaky_scan(
         (reset != "subtract" and firing != "none")
         or not scan_supported(config, spike_fn, quant_fn)
         or torch.compiler.is_compiling()  # a traced plain loop fuses into one kernel per layer
+        or torch._C._are_functorch_transforms_active()  # vmap/jacrev: plain ops batch and nest
     ):
         return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
     binary = firing == "binary"

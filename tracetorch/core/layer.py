@@ -121,7 +121,7 @@ class Layer(nn.Module):
         self._state_names: tuple[str, ...] = ()
         self._tt_parameters: dict[str, _Constraint] = {}
         self._tt_cache: _ValueCache | None = None
-        self._tt_warned_baked = False
+        self._tt_warn_baked = False  # set by TTcompile(), cleared by the warning
 
     # ----------------------------------------------------------------------------- states
 
@@ -223,10 +223,13 @@ class Layer(nn.Module):
             ValueError: a meta tensor, another device, ``dim`` out of range, a wrong size at
                 ``dim`` or a shape that does not match the live states.
         """
-        # a checkpoint replaying this step would advance the states twice
-        if torch.is_grad_enabled() and _recomputing():
-            raise _recomputation_error(type(self).__name__)
         d = self.__dict__
+        if torch.is_grad_enabled():
+            # a checkpoint replaying this step would advance the states twice
+            if _recomputing():
+                raise _recomputation_error(type(self).__name__)
+            if d["_tt_warn_baked"] and self.training:
+                self._warn_baked()
         if d["in_features"] == d["num_neurons"]:
             # Every step after the first: live states of exactly x's shape and dtype prove x
             # valid (they were created or loaded with num_neurons at dim).
@@ -241,6 +244,16 @@ class Layer(nn.Module):
                 if states:
                     return x, states
         return self._read_states_checked(x)
+
+    def _warn_baked(self) -> None:
+        """Warn (once per ``TTcompile``) that a baked layer runs with autograd in training."""
+        self.__dict__["_tt_warn_baked"] = False
+        warnings.warn(
+            f"{type(self).__name__}: running a TTcompile()d layer with autograd in training "
+            f"mode: its baked parameters are buffers and will not learn; call TTdecompile() "
+            f"before training again",
+            stacklevel=4,
+        )
 
     def _read_states_checked(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """:meth:`_read_states` with every check made (first step, or a changed input)."""
@@ -627,10 +640,8 @@ class Layer(nn.Module):
         """Every value through its transform, cached with what it came from when ``cache``."""
         values: dict[str, Tensor] = {}
         sources = []
-        baked = False
         for name, c in self._tt_parameters.items():
             if c.baked:
-                baked = True
                 store, key = self._buffers, name
             else:
                 store, key = (self._parameters if c.learnable else self._buffers), "raw_" + name
@@ -640,14 +651,6 @@ class Layer(nn.Module):
                 values[name] = tensor
             else:
                 values[name] = c.transform(tensor)
-        if baked and self.training and torch.is_grad_enabled() and not self._tt_warned_baked:
-            self.__dict__["_tt_warned_baked"] = True
-            warnings.warn(
-                f"{type(self).__name__}: running a TTcompile()d layer with autograd in training "
-                f"mode: its baked parameters are buffers and will not learn; call "
-                f"TTdecompile() before training again",
-                stacklevel=4,
-            )
         if not cache:
             return values
         grad = torch.is_grad_enabled()
@@ -677,6 +680,7 @@ class Layer(nn.Module):
             value = raw if c.transform is None else c.transform(raw)
             self._buffers[name] = value.detach().clone()
             c.kept, c.baked, c.baked_copy = raw, True, value.detach().clone()
+            self.__dict__["_tt_warn_baked"] = True
         self.__dict__["_tt_cache"] = None
 
     @torch.no_grad()
@@ -700,7 +704,7 @@ class Layer(nn.Module):
             store["raw_" + name] = raw
             c.kept, c.baked, c.baked_copy = None, False, None
         self.__dict__["_tt_cache"] = None
-        self._tt_warned_baked = False
+        self.__dict__["_tt_warn_baked"] = False
 
     # ------------------------------------------------------------------------------- repr
 

@@ -10,6 +10,7 @@ kernel behind the matching PyTorch cell (``torch.gru_cell``, ...), on any leadin
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["gru_step", "lstm_step", "rnn_step"]
@@ -118,6 +119,12 @@ def lstm_step(
         >>> c  # f = 0.5, i * g = 0
         tensor([[0.5000, 0.5000]])
     """
+    if torch._C._are_functorch_transforms_active():
+        # torch.func (vmap, ...): torch.lstm_cell has no batching rule; the same math in ops
+        gates = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
     x_rows, h_rows = _rows(x, h)
     c_rows = c if c.dim() == 2 else c.reshape(-1, c.shape[-1])
     h_new, c_new = torch.lstm_cell(x_rows, (h_rows, c_rows), weight_ih, weight_hh, bias_ih, bias_hh)

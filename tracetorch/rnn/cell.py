@@ -93,6 +93,9 @@ class CellLayer(Layer):
         restored after. Equal to calling :meth:`forward` on each step; the states left are
         the last step's.
         """
+        if torch._C._are_functorch_transforms_active():
+            # torch.func (vmap, jacrev): PyTorch's multi-step kernels have no batching rule
+            return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
         steps = xs.shape[0]
         step_dim = self.dim if self.dim < 0 else self.dim + 1  # dim counted in one step
