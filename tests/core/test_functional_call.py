@@ -178,6 +178,7 @@ def test_vmap_over_a_batch_of_independent_state_sets(case: LayerCase):
             torch.testing.assert_close(new[key][i], value, **TIGHT)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 @pytest.mark.parametrize("case", STATEFUL, ids=repr)
 def test_vmap_over_state_sets_in_sequence_mode(case: LayerCase):
     layer, _ = warmed_up(case)

@@ -162,6 +162,7 @@ def test_instances_of_one_class_keep_their_own_parameters():
     torch.testing.assert_close(b.beta, torch.tensor(0.7))
 
 
+@pytest.mark.filterwarnings("ignore:.*TTcompile\\(\\)d layer:UserWarning")  # baked on purpose
 def test_ttcompile_bakes_and_ttdecompile_restores_the_same_parameter_objects():
     torch.manual_seed(0)
     layer = Twin(3)

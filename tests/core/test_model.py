@@ -181,6 +181,7 @@ def test_load_states_rejects_a_non_mapping():
         Outer().load_states([torch.zeros(1)])
 
 
+@pytest.mark.filterwarnings("ignore:.*TTcompile\\(\\)d layer:UserWarning")  # baked on purpose
 def test_compile_decompile_round_trip_on_a_model():
     torch.manual_seed(1)
     model = Outer()

@@ -1,5 +1,6 @@
 """The custom-layer tutorial (seed 004): its code, as written, runs and behaves as it says."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -90,6 +91,7 @@ def test_decay_layer_keeps_beta_in_unit_interval_and_stores_it_raw():
     assert bool((layer.beta > 0).all() and (layer.beta <= 1).all())
 
 
+@pytest.mark.filterwarnings("ignore:.*TTcompile\\(\\)d layer:UserWarning")  # baked on purpose
 def test_decay_layer_integrates_and_compiles():
     layer = DecayLayer(2, beta=0.5)
     for _ in range(3):
