@@ -14,6 +14,16 @@ LOOP = "plain, whole loop inline in one call"
 ONCE = "plain, loop inline, transforms once"
 
 
+def copy_linears(source: nn.Module) -> nn.ModuleList:
+    """Fresh ``nn.Linear`` layers holding the weights of ``source.fc1..fc3``."""
+    linears = nn.ModuleList()
+    for fc in (source.fc1, source.fc2, source.fc3):
+        linear = nn.Linear(fc.in_features, fc.out_features)
+        linear.load_state_dict(fc.state_dict())
+        linears.append(linear)
+    return linears
+
+
 def run_tt(model: nn.Module, xs: Tensor) -> Tensor:
     """The tracetorch way: zero the states, then one call per timestep."""
     model.zero_states()

@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _harness import LOOP, ONCE, STEP, compare, run_tt
+from _harness import LOOP, ONCE, STEP, compare, copy_linears, run_tt
 from torch import Tensor, nn
 
 import tracetorch as tt
@@ -57,16 +57,6 @@ class TTNet(tt.Model):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.lif3(self.fc3(self.lif2(self.fc2(self.lif1(self.fc1(x))))))
-
-
-def copy_linears(source: nn.Module) -> nn.ModuleList:
-    """Fresh ``nn.Linear`` layers holding the weights of ``source.fc1..fc3``."""
-    linears = nn.ModuleList()
-    for fc in (source.fc1, source.fc2, source.fc3):
-        linear = nn.Linear(fc.in_features, fc.out_features)
-        linear.load_state_dict(fc.state_dict())
-        linears.append(linear)
-    return linears
 
 
 class PlainNet(nn.Module):

@@ -59,7 +59,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _harness import medians_table, run_tt
+from _harness import copy_linears, medians_table, run_tt
 from torch import Tensor, nn
 
 import tracetorch as tt
@@ -93,16 +93,6 @@ class TTNet(tt.Model):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.li(self.fc3(self.lib2(self.fc2(self.lib1(self.fc1(x))))))
-
-
-def copy_linears(source: TTNet) -> nn.ModuleList:
-    """Fresh ``nn.Linear`` layers holding the weights of ``source.fc1..fc3``."""
-    linears = nn.ModuleList()
-    for fc in (source.fc1, source.fc2, source.fc3):
-        linear = nn.Linear(fc.in_features, fc.out_features)
-        linear.load_state_dict(fc.state_dict())
-        linears.append(linear)
-    return linears
 
 
 class PlainNet(nn.Module):
