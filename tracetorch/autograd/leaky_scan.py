@@ -37,7 +37,8 @@ class _Spec(NamedTuple):
     firing: bool  # binary firing with reset by subtraction; False: the output is the membrane
     spike: SpikeFn | None  # Heaviside with this surrogate; None: sigmoid4x
     fused: bool  # addcmul kernels (leaky_step without autograd) or mul then add (with autograd)
-    keep_z: bool  # keep every spike-function input (a surrogate derivative needs it)
+    keep_z: bool  # keep every spike-function input (a surrogate derivative needs it, unless
+    # the membranes are kept: then the backward recomputes it from them)
     keep_mem: bool  # keep every post-reset membrane (d beta needs it)
     keep_syn: bool  # keep every synaptic trace (d alpha or an EMA's d beta needs it)
     keep_xs: bool  # save the inputs and syn_0 (d alpha or an EMA's d beta needs them)
@@ -216,12 +217,16 @@ class LeakyScan(torch.autograd.Function):
     over the dims the parameter was broadcast along.
 
     Saved, each only where a requested gradient needs it: the outputs (the spikes ``s``, or
-    the membranes ``m`` without firing), the spike-function inputs ``z`` (surrogates only:
-    sigmoid4x's ``f'`` comes from ``s``), the post-reset membranes ``m`` (for ``d beta``), the
-    synaptic traces, ``xs`` and ``syn_0`` (for ``d alpha`` and an EMA's ``d beta``); ``u`` and
-    ``f'`` are never stored. The backward computes ``f'`` for all steps at once, then runs
-    the recursion one step at a time on step-sized tensors, which on a CPU stay in cache and
-    are recycled by the allocator (whole-sequence temporaries would be fresh allocations).
+    the membranes ``m`` without firing), the post-reset membranes ``m`` (for ``d beta``), the
+    spike-function inputs ``z`` only for a surrogate when ``m`` is not kept (otherwise
+    ``z_t = m_t + s_t threshold (+ bias) - threshold`` is recomputed; sigmoid4x's ``f'`` comes
+    from ``s``), the synaptic traces, ``xs`` and ``syn_0`` (for ``d alpha`` and an EMA's
+    ``d beta``); ``u`` and ``f'`` are never stored. So a LIF with a learnable decay keeps two
+    sequences (spikes, which the next layer keeps anyway, and membranes) where the step
+    loop's graph keeps three (spike inputs, membranes, spikes). The backward computes ``f'``
+    chunk by chunk, then runs the recursion one step at a time on step-sized tensors, which
+    on a CPU stay in cache and are recycled by the allocator (whole-sequence temporaries
+    would be fresh allocations).
     It is not itself differentiable: differentiating its result (``create_graph=True``, then
     a second backward) raises.
     """
@@ -298,7 +303,12 @@ def _backward(
         if spike is None:  # sigmoid(4 z): f' = 4 s (1 - s)
             s = out[start:stop]
             return torch.addcmul(s, s, s, value=-1).mul_(4).unbind(0)
-        return SURROGATES[spike.surrogate].derivative(z_seq[start:stop], spike.slope).unbind(0)
+        if z_seq is not None:
+            z = z_seq[start:stop]
+        else:  # from the kept membranes: u_t = m_t + s_t threshold, z_t = u_t (+ bias) - threshold
+            z = torch.addcmul(mem_seq[start:stop], out[start:stop], threshold)
+            z = (z if bias is None else z.add_(bias)).sub_(threshold)
+        return SURROGATES[spike.surrogate].derivative(z, spike.slope).unbind(0)
 
     chunk = max(1, _CHUNK_ELEMENTS // max(1, out[0].numel()))  # steps per call of slopes()
     mems = (mem_seq if firing else out).unbind(0) if need_beta else None  # post-reset
@@ -511,7 +521,9 @@ def leaky_scan(
             binary,
             spike,
             fused=False,
-            keep_z=spike is not None,
+            # with the membranes kept, z_t = m_t + s_t * threshold (+ bias) - threshold is
+            # recomputed in the backward instead of kept: one sequence less in memory
+            keep_z=spike is not None and not need_beta,
             keep_mem=binary and need_beta,
             keep_syn=need_alpha or (synaptic and ema and need_beta),
             keep_xs=need_alpha or (not synaptic and ema and need_beta),
