@@ -230,14 +230,27 @@ class Layer(nn.Module):
                 raise _recomputation_error(type(self).__name__)
             if d["_tt_warn_baked"] and self.training:
                 self._warn_baked()
-        if d["in_features"] == d["num_neurons"]:
-            # Every step after the first: live states of exactly x's shape and dtype prove x
-            # valid (they were created or loaded with num_neurons at dim).
-            shape, dtype = x.shape, x.dtype
-            states = {}
+        # Every step after the first: live states of x's dtype and of x's shape (with
+        # num_neurons at dim) prove x valid, as they were created or loaded with it.
+        # (another real device makes the step fail, then diagnosed; meta would not fail)
+        shape, dtype, features = x.shape, x.dtype, d["in_features"]
+        states = {}
+        if x.is_meta:
+            pass
+        elif features == d["num_neurons"]:
             for name in d["_state_names"]:
                 state = d[name]
                 if state is None or state.shape != shape or state.dtype != dtype:
+                    break
+                states[name] = state
+            else:
+                if states:
+                    return x, states
+        elif d["dim"] == -1 and (features is None or shape[-1:] == (features,)):
+            batch = shape[:-1]  # an input projection: only the batch dimensions must match
+            for name in d["_state_names"]:
+                state = d[name]
+                if state is None or state.shape[:-1] != batch or state.dtype != dtype:
                     break
                 states[name] = state
             else:

@@ -128,12 +128,18 @@ class CellLayer(Layer):
     @property
     def _flat_weights(self) -> list[Tensor]:
         """The weights as PyTorch's multi-step kernels take them (biases only with ``bias``)."""
-        return [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh][: 4 if self.bias else 2]
+        return list(self._weights[: 4 if self.bias else 2])
 
     @property
     def _weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """``(weight_ih, weight_hh, bias_ih, bias_hh)``, as the step functions take them."""
-        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)``, as the step functions take them.
+
+        Read from ``_parameters`` directly: this runs at every step, and attribute lookup of a
+        parameter goes through ``__getattr__`` (under ``torch.func.functional_call`` the
+        swapped-in tensors are in ``_parameters`` too).
+        """
+        p = self._parameters
+        return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
 
     @property
     def out_features(self) -> int:
