@@ -230,33 +230,25 @@ class Layer(nn.Module):
                 raise _recomputation_error(type(self).__name__)
             if d["_tt_warn_baked"] and self.training:
                 self._warn_baked()
-        # Every step after the first: live states of x's dtype and of x's shape (with
-        # num_neurons at dim) prove x valid, as they were created or loaded with it.
-        # (another real device makes the step fail, then diagnosed; meta would not fail)
-        shape, dtype, features = x.shape, x.dtype, d["in_features"]
-        states = {}
+        # Every step after the first: live states of x's dtype and of the state shape x
+        # makes (x's, with num_neurons at dim) prove x valid, as they were created or loaded
+        # with it. Another real device makes the step fail, then diagnosed; meta would not.
         if x.is_meta:
-            pass
-        elif features == d["num_neurons"]:
-            for name in d["_state_names"]:
-                state = d[name]
-                if state is None or state.shape != shape or state.dtype != dtype:
-                    break
-                states[name] = state
-            else:
-                if states:
-                    return x, states
-        elif d["dim"] == -1 and (features is None or shape[-1:] == (features,)):
-            batch = shape[:-1]  # an input projection: only the batch dimensions must match
-            for name in d["_state_names"]:
-                state = d[name]
-                if state is None or state.shape[:-1] != batch or state.dtype != dtype:
-                    break
-                states[name] = state
-            else:
-                if states:
-                    return x, states
-        return self._read_states_checked(x)
+            return self._read_states_checked(x)
+        shape, features, neurons = x.shape, d["in_features"], d["num_neurons"]
+        if features != neurons:
+            # an input projection, features last: only the batch dimensions must match
+            if d["dim"] != -1 or not shape or features is not None and shape[-1] != features:
+                return self._read_states_checked(x)
+            shape = (*shape[:-1], neurons)
+        dtype = x.dtype
+        states = {}
+        for name in d["_state_names"]:
+            state = d[name]
+            if state is None or state.shape != shape or state.dtype != dtype:
+                return self._read_states_checked(x)
+            states[name] = state
+        return (x, states) if states else self._read_states_checked(x)
 
     def _warn_baked(self) -> None:
         """Warn (once per ``TTcompile``) that a baked layer runs with autograd in training."""
@@ -335,10 +327,7 @@ class Layer(nn.Module):
                         f"{held}), got {x.dtype}; convert the input, or the model with .to() "
                         f"(call zero_states() first to drop states of the old dtype)"
                     )
-        if self.in_features is not None:
-            self._check_features(x, self.in_features)
-        else:
-            self._check_features(x, None)
+        self._check_features(x, self.in_features)
         return x
 
     def _check_features(
