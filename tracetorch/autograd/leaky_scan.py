@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..functional.leaky import LeakyConfig, leaky_step
+from ..functional.leaky import LeakyConfig, Reset, leaky_step
 from ..functional.spike import sigmoid4x
 from .surrogate import SURROGATES, SpikeFn
 
@@ -231,18 +231,7 @@ class LeakyScan(torch.autograd.Function):
     a second backward) raises.
     """
 
-    @staticmethod
-    def forward(
-        xs: Tensor,
-        mem: Tensor,
-        syn: Tensor | None,
-        alpha: Tensor | None,
-        beta: Tensor,
-        threshold: Tensor | None,
-        bias: Tensor | None,
-        spec: _Spec,
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-        return _scan_forward(xs, mem, syn, alpha, beta, threshold, bias, spec)
+    forward = staticmethod(_scan_forward)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
@@ -387,7 +376,7 @@ def _loop(
     config: LeakyConfig,
     spike_fn: TensorFn,
     quant_fn: TensorFn | None,
-    reset: str = "subtract",
+    reset: Reset = "subtract",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The reference: :func:`~tracetorch.functional.leaky_step` once per timestep."""
     outs = []
@@ -429,7 +418,7 @@ def leaky_scan(
     config: LeakyConfig,
     spike_fn: TensorFn = sigmoid4x,
     quant_fn: TensorFn | None = None,
-    reset: str = "subtract",
+    reset: Reset = "subtract",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Runs a leaky-integrator neuron over a whole sequence (time first).
 

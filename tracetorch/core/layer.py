@@ -238,7 +238,7 @@ class Layer(nn.Module):
         shape, features, neurons = x.shape, d["in_features"], d["num_neurons"]
         if features != neurons:
             # an input projection, features last: only the batch dimensions must match
-            if d["dim"] != -1 or not shape or features is not None and shape[-1] != features:
+            if d["dim"] != -1 or not shape or (features is not None and shape[-1] != features):
                 return self._read_states_checked(x)
             shape = (*shape[:-1], neurons)
         dtype = x.dtype

@@ -12,7 +12,7 @@ the features last).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ __all__ = ["RESETS", "LeakyConfig", "fire", "leaky_step", "split_sign"]
 
 Firing = Literal["none", "binary", "ternary", "scaled"]
 Reset = Literal["subtract", "zero", "none"]
-RESETS: tuple[str, ...] = ("subtract", "zero", "none")
+RESETS: tuple[str, ...] = get_args(Reset)
 """The reset mechanisms of the firing kinds (see :func:`leaky_step`)."""
 TensorFn = Callable[[Tensor], Tensor]
 
