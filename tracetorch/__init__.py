@@ -16,7 +16,7 @@ from .core import (
     sequence_mode,
     zero_states,
 )
-from .export import export, export_onnx
+from .deployment import export, export_onnx
 from .recording import record
 
 __version__ = "0.1.0"

@@ -275,9 +275,9 @@ class Model(nn.Module):
         """Load saved hidden states, all or nothing; see :func:`tracetorch.load_states`."""
         load_states(self, states, strict=strict)
 
-    def run(self, xs: Tensor, mode: Mode = "step") -> Tensor:
+    def run(self, xs: Tensor, mode: Mode = "step", compile: bool = False) -> Tensor:
         """Run over ``xs`` (``[T, ...]``) and stack the outputs; see :func:`tracetorch.run`."""
-        return run(self, xs, mode)
+        return run(self, xs, mode, compile=compile)
 
     def TTcompile(self) -> None:  # noqa: N802 (public name of the API)
         """Bake transformed parameters for inference; see :func:`tracetorch.TTcompile`."""

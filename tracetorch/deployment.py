@@ -1,4 +1,7 @@
-"""One timestep of a stateful model as a standalone program: ``torch.export`` and ONNX.
+"""Exporting one step of a stateful model: ``tt.export`` and ``tt.export_onnx``.
+
+(The module is not called ``export``: importing it would then replace the function
+``tt.export`` with the module.)
 
 A deployed recurrent or spiking model cannot keep its hidden states inside the layers: the
 runtime that runs it (``torch.export``'s program, ONNX Runtime, an accelerator compiler)
@@ -166,18 +169,18 @@ def export_onnx(
             name (a submodule named ``input``, or ``new`` beside its parent).
 
     Example:
-        Not run with the doctests (it needs the extra and writes a file); the guide
-        :doc:`/functional` runs a whole ONNX Runtime loop.
-
-        >>> import torch, tracetorch as tt
+        >>> import os, tempfile, torch, tracetorch as tt
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), tt.snn.LIF(4), tt.snn.LI(4))
-        >>> _ = tt.export_onnx(net, torch.rand(2, 3), "step.onnx")  # doctest: +SKIP
-        >>> import onnxruntime  # doctest: +SKIP
-        >>> session = onnxruntime.InferenceSession("step.onnx")  # doctest: +SKIP
-        >>> [node.name for node in session.get_inputs()]  # doctest: +SKIP
+        >>> path = os.path.join(tempfile.mkdtemp(), "step.onnx")
+        >>> _ = tt.export_onnx(net, torch.rand(2, 3), path)
+        >>> import onnxruntime
+        >>> session = onnxruntime.InferenceSession(path)
+        >>> [node.name for node in session.get_inputs()]
         ['input', '1.mem', '2.mem']
-        >>> [node.name for node in session.get_outputs()]  # doctest: +SKIP
+        >>> [node.name for node in session.get_outputs()]
         ['output', 'new.1.mem', 'new.2.mem']
+
+        :doc:`/functional` runs a whole ONNX Runtime loop, feeding the new states back.
     """
     _require_onnx()
     program = export(module, sample_input, states=states)
