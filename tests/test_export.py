@@ -15,8 +15,6 @@ from torch import nn
 import tracetorch as tt
 
 STEPS = 25
-# raised inside PyTorch's ONNX exporter when it copies the exported program
-pytestmark = pytest.mark.filterwarnings("ignore:`isinstance.treespec, LeafSpec.` is deprecated")
 
 
 def snn() -> nn.Sequential:
