@@ -111,7 +111,10 @@ def _scan_forward(
     if synaptic:
         syn_seq, syn_dsts = destinations(keep_syn)
     if firing:
-        z_seq, z_dsts = destinations(keep_z)
+        if spike is None or keep_z:
+            z_seq, z_dsts = destinations(keep_z)
+        elif bias is not None:
+            v = torch.empty_like(xs[0])  # u + bias, compared with the threshold
         mem_seq, mem_dsts = destinations(keep_mem)
         u = torch.empty_like(xs[0])  # the membrane before reset
     for t, x in enumerate(xs.unbind(0)):
@@ -127,18 +130,21 @@ def _scan_forward(
         if not firing:
             mem = m
             continue
-        z = z_dsts[t]
-        if bias is None:
-            torch.sub(u, threshold, out=z)
-        else:
-            torch.add(u, bias, out=z).sub_(threshold)
         s = outs[t]
-        if spike is None:
-            torch.sigmoid(z.mul_(4), out=s)  # z is a step buffer here: only surrogates keep it
-        else:
-            torch.gt(z, 0, out=s)
+        if spike is None or keep_z:
+            z = z_dsts[t]
+            if bias is None:
+                torch.sub(u, threshold, out=z)
+            else:
+                torch.add(u, bias, out=z).sub_(threshold)
+            if spike is None:
+                torch.sigmoid(z.mul_(4), out=s)  # z is a step buffer: only surrogates keep it
+            else:
+                torch.gt(z, 0, out=s)
+        else:  # z > 0 exactly when u + bias > threshold (IEEE subtraction keeps the sign)
+            torch.gt(u if bias is None else torch.add(u, bias, out=v), threshold, out=s)
         mem = mem_dsts[t]  # the previous membrane has been read: its buffer may be reused
-        if fused:
+        if fused or spike is not None:  # s in {0, 1}: s * threshold is exact, one rounding
             torch.addcmul(u, s, threshold, value=-1, out=mem)
         else:
             torch.sub(u, torch.mul(s, threshold, out=mem), out=mem)
