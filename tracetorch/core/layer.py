@@ -358,6 +358,11 @@ class Layer(nn.Module):
 
     def _reference_tensor(self) -> Tensor | None:
         """A floating parameter or buffer of the layer: the dtype and device it works in."""
+        # its own tensors first: no walk through submodules (and, under torch.compile, no
+        # guards on them) when the layer has any
+        for tensor in (*self._parameters.values(), *self._buffers.values()):
+            if tensor is not None and tensor.is_floating_point():
+                return tensor
         for tensor in self.parameters():
             if tensor.is_floating_point():
                 return tensor
