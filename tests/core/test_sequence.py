@@ -340,6 +340,15 @@ def test_sequence_mode_switches_the_outermost_modules_and_does_not_nest() -> Non
     assert not any("forward" in m.__dict__ for m in model.modules())
 
 
+def test_a_layer_registered_twice_is_switched_once_and_restored() -> None:
+    shared = tt.snn.LI(3)
+    model = nn.Sequential(shared, nn.Sequential(nn.Identity(), shared), tt.snn.LIF(3))
+    with tt.sequence_mode(model):
+        assert "forward" in shared.__dict__
+        assert "forward" in model[2].__dict__
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
 # -------------------------------------------------------------------------- TimeDistributed
 
 
