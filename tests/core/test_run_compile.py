@@ -73,3 +73,29 @@ def test_the_compiled_callable_does_not_keep_the_model_alive():
     del net
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.slow
+def test_a_hook_added_after_compiling_is_honoured():
+    net = _net()
+    xs = torch.rand(3, 1, 4)
+    with torch.inference_mode():
+        expected = _run(net, xs, compile=True)
+        handle = net[3].register_forward_hook(lambda module, args, out: out + 1)
+        torch.testing.assert_close(_run(net, xs, compile=True), expected + 1)
+        handle.remove()
+        torch.testing.assert_close(_run(net, xs, compile=True), expected)
+
+
+@pytest.mark.slow
+def test_each_model_has_its_own_recompile_limit(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    torch._dynamo.reset()
+    for size in (3, 4, 5):  # three models of different shapes: each one compiles
+        net = nn.Sequential(nn.Linear(2, size), tt.snn.LIF(size))
+        graphs = counters["stats"]["unique_graphs"]
+        with torch.inference_mode():
+            _run(net, torch.rand(2, 1, 2), compile=True)
+        assert counters["stats"]["unique_graphs"] == graphs + 1

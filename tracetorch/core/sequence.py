@@ -85,9 +85,26 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Ten
     if compiled is None:
         ref = weakref.ref(module)
         options = {"cpp_wrapper": True} if device.type == "cpu" else None
-        compiled = torch.compile(lambda xs: ref()(xs), options=options)
+        # isolated: other models' compiles do not count against this one's recompile limit
+        compiled = torch.compile(lambda xs: ref()(xs), options=options, isolate_recompiles=True)
         per_device[device.type] = compiled
     return compiled
+
+
+def _run_compiled(module: nn.Module, xs: Tensor) -> Tensor:
+    """``module(xs)`` compiled, with guards on the modules' hooks.
+
+    By default torch.compile does not guard on the hooks of modules, so a hook registered
+    after the first call would be ignored; here it makes a compile again.
+    """
+    compiled = _compiled(module, xs.device)
+    config = torch._dynamo.config
+    skipped = config.skip_nnmodule_hook_guards
+    config.skip_nnmodule_hook_guards = False  # read when (re)compiling, within the call
+    try:
+        return compiled(xs)
+    finally:
+        config.skip_nnmodule_hook_guards = skipped
 
 
 def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = False) -> Tensor:
@@ -118,7 +135,10 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
             The first call compiles, which takes seconds to minutes: about 10 to 30 s for a
             784-256-256-10 network at ``T = 25`` on a 2-core CPU, more for longer sequences
             (the loop is unrolled: about 3 minutes at ``T = 100``). A new sequence length,
-            dtype, device or grad mode, and ``TTcompile()``, compile again. It pays off in
+            dtype, device or grad mode, ``TTcompile()``, a changed attribute and a hook
+            registered or removed compile again (each model has its own
+            ``torch._dynamo.config.recompile_limit``, 8 by default; beyond it the model
+            runs eagerly). It pays off in
             inference at small batch sizes, where the eager sequence mode is bound by one
             kernel launch per operation and step; in training it was slower than the eager
             sequence mode (see the "Performance" page), so leave it off there.
@@ -149,7 +169,7 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
     if mode == "step":
         return torch.stack([module(x) for x in xs])
     with sequence_mode(module):
-        ys = _compiled(module, xs.device)(xs) if compile else module(xs)
+        ys = _run_compiled(module, xs) if compile else module(xs)
     if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
         got = tuple(ys.shape) if isinstance(ys, Tensor) else type(ys).__name__
         raise ValueError(
