@@ -30,10 +30,12 @@ def run_tt(model: nn.Module, xs: Tensor) -> Tensor:
     return torch.stack([model(x) for x in xs])
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], calls: int = 1) -> float:
+    """Seconds per call of ``calls`` calls of ``fn`` in a row."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
 
 
 def medians_table(
@@ -41,6 +43,7 @@ def medians_table(
     runs: Mapping[str, Callable[[], object]],
     repeats: int,
     baselines: Mapping[str, str],
+    burst: int = 1,
 ) -> dict[str, float]:
     """Time ``runs`` interleaved (after one warm-up each) and print medians and ratios.
 
@@ -50,6 +53,11 @@ def medians_table(
         repeats: Timed calls of each run (one of each in turn, ``repeats`` times).
         baselines: The runs to divide by, ``{column name: label in runs}``: one column
             ``ratio vs <column name>`` each.
+        burst: Each turn calls a run this many times in a row and counts the time per
+            call. With 1 every call follows the other runs' calls, so it starts from caches
+            they have filled: that penalizes a short call that runs much Python (the
+            interpreter, dispatch and guard code and data go cold) more than a long one.
+            A burst is what a loop over a dataset does: the same call again and again.
 
     Returns:
         Each run's median time in seconds, by label.
@@ -59,7 +67,7 @@ def medians_table(
     times: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(repeats):
         for key, fn in runs.items():
-            times[key].append(timed(fn))
+            times[key].append(timed(fn, burst))
     medians = {key: statistics.median(t) for key, t in times.items()}
     width = max(40, *map(len, runs))
     print(title)

@@ -19,7 +19,11 @@ both give the same outputs and gradients, then times, interleaved in one process
   Also timed: ``tt.run(..., mode="sequence", compile=True)`` (``torch.compile``), with its
   first call, the compile, timed separately (inductor's caches disabled, so that it is what
   a first run costs) at the lengths of ``--compile-steps``; ``--compile-training`` does the
-  same for training;
+  same for training. Timed twice: call by call (each call follows one call of every other
+  variant), and in bursts of ``BURST`` calls of one variant in a row (as a loop over a
+  dataset runs). A call that is short and runs much Python, such as the compiled one,
+  pays more for the caches the other variants leave cold than the long plain loop does;
+  the bursts show what it costs where it runs again and again;
 - tracetorch in step mode (one call per step), for reference;
 - the matmul floor: the three Linear layers alone, each over all ``T`` steps as one matmul
   (what no implementation of this network can beat), so that the distance to the limit
@@ -65,6 +69,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 
 SIZES = (784, 256, 256, 10)
+BURST = 10  # inference is also timed in bursts of this many calls of one variant in a row
 GAIN = 3.0  # weights scaled up from PyTorch's default init so that both LIB layers fire
 SPIKE = tt.autograd.spike_fn("atan")  # LIB's default spike_fn
 
@@ -343,10 +348,18 @@ def network_tables(
             torch.testing.assert_close(run_sequence(ours, xs1, compile=True), expected)
             infer[COMPILED] = lambda: run_sequence(ours, xs1, compile=True)
         infer_t = medians_table(
-            f"inference (batch 1, TTcompile'd, inference_mode), {repeats * 4} repeats",
+            f"inference (batch 1, TTcompile'd, inference_mode), {repeats * 4} repeats, "
+            f"call by call",
             infer,
             repeats * 4,
             {"plain": PLAIN},
+        )
+        burst_t = medians_table(
+            f"the same, in bursts of {BURST} calls, {repeats} repeats",
+            infer,
+            repeats,
+            {"plain": PLAIN},
+            burst=BURST,
         )
     ours.TTdecompile()
     plain.baked = None
@@ -358,10 +371,12 @@ def network_tables(
     if COMPILED in train_t:
         line += f" (compiled {train_t[COMPILED] / train_t[PLAIN]:.3f}, "
         line += f"compile {compiled['training']:.0f} s)"
-    line += f", batch-1 inference {infer_t[SEQUENCE] / infer_t[PLAIN]:.3f}"
-    if COMPILED in infer_t:
-        line += f" (compiled {infer_t[COMPILED] / infer_t[PLAIN]:.3f}, "
-        line += f"compile {compiled['inference']:.0f} s)"
+    for kind, t in (("call by call", infer_t), (f"in bursts of {BURST}", burst_t)):
+        line += f", batch-1 inference {kind} {t[SEQUENCE] / t[PLAIN]:.3f}"
+        if COMPILED in t:
+            line += f" (compiled {t[COMPILED] / t[PLAIN]:.3f})"
+    if "inference" in compiled:
+        line += f", compile {compiled['inference']:.0f} s"
     if memory[SEQUENCE] is not None and memory[PLAIN] is not None:
         line += f", peak training memory {memory[SEQUENCE] / memory[PLAIN]:.3f}"
     return line
