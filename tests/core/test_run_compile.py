@@ -88,14 +88,14 @@ def test_a_hook_added_after_compiling_is_honoured():
 
 
 @pytest.mark.slow
-def test_each_model_has_its_own_recompile_limit(monkeypatch):
+def test_each_model_has_its_own_recompile_limit():
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     torch._dynamo.reset()
-    for size in (3, 4, 5):  # three models of different shapes: each one compiles
-        net = nn.Sequential(nn.Linear(2, size), tt.snn.LIF(size))
-        graphs = counters["stats"]["unique_graphs"]
-        with torch.inference_mode():
-            _run(net, torch.rand(2, 1, 2), compile=True)
-        assert counters["stats"]["unique_graphs"] == graphs + 1
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for size in (3, 4, 5):  # three models of different shapes: each one compiles
+            net = nn.Sequential(nn.Linear(2, size), tt.snn.LIF(size))
+            graphs = counters["stats"]["unique_graphs"]
+            with torch.inference_mode():
+                _run(net, torch.rand(2, 1, 2), compile=True)
+            assert counters["stats"]["unique_graphs"] == graphs + 1
