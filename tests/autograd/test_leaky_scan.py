@@ -143,6 +143,24 @@ def test_matches_loop_scalar_params(case: Case, layout: str) -> None:
 
 
 @pytest.mark.parametrize("case", FIRING)
+def test_a_retained_graph_gives_the_same_gradients_again(case: Case) -> None:
+    # the last backward through the graph writes dL/dx into a buffer the graph keeps
+    xs, states, params = _make(case, *LAYOUTS["BN"])
+    leaves = (xs, *states.values(), *params.values())
+    out, final = leaky_scan(xs, states, params, case.config, case.spike)
+    loss = _loss(out, final, _loss_weights(out, final))
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    second = torch.autograd.grad(loss, leaves, retain_graph=True)
+    last = torch.autograd.grad(loss, leaves)
+    ref_out, ref_final = _loop(xs, states, params, case.config, case.spike)
+    ref = torch.autograd.grad(_loss(ref_out, ref_final, _loss_weights(out, final)), leaves)
+    for a, b, c, r in zip(first, second, last, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(c, b, rtol=0, atol=0)
+        torch.testing.assert_close(c, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", FIRING)
 def test_spikes_happen(case: Case) -> None:
     """The inputs of these tests do cross the threshold (else the reset is untested)."""
     xs, states, params = _make(case, (3, 4), (4,))

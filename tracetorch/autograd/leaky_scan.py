@@ -232,7 +232,10 @@ class LeakyScan(torch.autograd.Function):
     loop's graph keeps three (spike inputs, membranes, spikes). The backward computes ``f'``
     chunk by chunk, then runs the recursion one step at a time on step-sized tensors, which
     on a CPU stay in cache and are recycled by the allocator (whole-sequence temporaries
-    would be fresh allocations).
+    would be fresh allocations). Where the membranes are kept and the graph is not
+    (``retain_graph=False``), it writes ``dL/dx`` into their buffer, slot ``t`` after the
+    last read of ``m_t``: no new whole-sequence buffer, whose first writes would each fault
+    in a fresh page on the CPU.
     It is not itself differentiable: differentiating its result (``create_graph=True``, then
     a second backward) raises.
     """
@@ -279,6 +282,14 @@ class LeakyScan(torch.autograd.Function):
         return tuple(None if g is None else _NoDoubleBackward.apply(g, anchor) for g in grads)
 
 
+def _graph_kept() -> bool:
+    """Whether the backward running now keeps the graph (``retain_graph``); ``True`` if unknown."""
+    try:
+        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def _backward(
     ctx: Any, g_out: Tensor | None, g_mem: Tensor | None, g_syn: Tensor | None
 ) -> tuple[Tensor | None, ...]:
@@ -310,10 +321,17 @@ def _backward(
     ins = (syn_seq if synaptic else xs).unbind(0) if ema and need_beta else None
     if need_alpha:
         x_s, syn_s = xs.unbind(0), syn_seq.unbind(0)
-    grad_xs = torch.empty_like(out) if need_x else None
-    gxs = grad_xs.unbind(0) if need_x else None
     # H_t = dL/du_t can be written straight into dL/dx_t without a synaptic trace or EMA
     h_into_x = need_x and not synaptic and not ema
+    if h_into_x and mem_seq is not None and not _graph_kept():
+        # dL/dx_t goes into the kept membranes' buffer: step t writes slot t after the last
+        # read of m_t (the slopes of its chunk, then d beta at step t + 1), and the graph,
+        # the buffer's only other reader, is freed after this backward. One whole-sequence
+        # buffer fewer to allocate, whose first writes would fault in fresh pages.
+        grad_xs = mem_seq
+    else:
+        grad_xs = torch.empty_like(out) if need_x else None
+    gxs = grad_xs.unbind(0) if need_x else None
     one_minus_beta = 1 - beta if ema and need_in else None
     one_minus_alpha = 1 - alpha if synaptic and need_x else None
 
