@@ -323,11 +323,11 @@ def _backward(
         x_s, syn_s = xs.unbind(0), syn_seq.unbind(0)
     # H_t = dL/du_t can be written straight into dL/dx_t without a synaptic trace or EMA
     h_into_x = need_x and not synaptic and not ema
-    if h_into_x and mem_seq is not None and not _graph_kept():
-        # dL/dx_t goes into the kept membranes' buffer: step t writes slot t after the last
-        # read of m_t (the slopes of its chunk, then d beta at step t + 1), and the graph,
-        # the buffer's only other reader, is freed after this backward. One whole-sequence
-        # buffer fewer to allocate, whose first writes would fault in fresh pages.
+    if need_x and mem_seq is not None and not _graph_kept():
+        # dL/dx_t goes into the kept (post-reset) membranes' buffer: step t writes slot t
+        # after the last read of m_t (the slopes of its chunk, then d beta at step t + 1),
+        # and the graph, the buffer's only other reader, is freed after this backward. One
+        # whole-sequence buffer fewer to allocate, whose first writes would fault in pages.
         grad_xs = mem_seq
     else:
         grad_xs = torch.empty_like(out) if need_x else None
