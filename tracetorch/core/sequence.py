@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,6 +75,18 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, Callable[[Tensor], Ten
 )
 
 
+@functools.cache
+def _isolated() -> dict[str, bool]:
+    """``torch.compile``'s argument that gives each model its own recompile limit.
+
+    In a torch without it, every model compiled by :func:`run` counts against one shared
+    limit, since they share one function.
+    """
+    if "isolate_recompiles" in inspect.signature(torch.compile).parameters:
+        return {"isolate_recompiles": True}
+    return {}
+
+
 def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Tensor]:
     """``module(xs)`` under ``torch.compile``, made on first use and kept while ``module`` lives.
 
@@ -85,8 +99,7 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Ten
     if compiled is None:
         ref = weakref.ref(module)
         options = {"cpp_wrapper": True} if device.type == "cpu" else None
-        # isolated: other models' compiles do not count against this one's recompile limit
-        compiled = torch.compile(lambda xs: ref()(xs), options=options, isolate_recompiles=True)
+        compiled = torch.compile(lambda xs: ref()(xs), options=options, **_isolated())
         per_device[device.type] = compiled
     return compiled
 
@@ -137,8 +150,9 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
             (the loop is unrolled: about 3 minutes at ``T = 100``). A new sequence length,
             dtype, device or grad mode, ``TTcompile()``, a changed attribute and a hook
             registered or removed compile again (each model has its own
-            ``torch._dynamo.config.recompile_limit``, 8 by default; beyond it the model
-            runs eagerly). It pays off in
+            ``torch._dynamo.config.recompile_limit``, 8 by default, where torch.compile
+            takes ``isolate_recompiles``, as torch 2.13 does; beyond it the model runs
+            eagerly). It pays off in
             inference at small batch sizes, where the eager sequence mode is bound by one
             kernel launch per operation and step; in training it was slower than the eager
             sequence mode (see the "Performance" page), so leave it off there.
