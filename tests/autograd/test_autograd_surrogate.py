@@ -172,3 +172,19 @@ def test_no_grad_fast_path_gives_the_same_spikes_and_func_grad_still_works():
     torch.testing.assert_close(g, 1 / (25.0 * x.detach().abs() + 1) ** 2)
     with torch.no_grad(), pytest.raises(ValueError, match="unknown surrogate"):
         heaviside(x, "nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("name", NAMES)
+def test_in_place_derivative_is_bit_for_bit_the_same(name, dtype) -> None:
+    from tracetorch.autograd.surrogate import _IN_PLACE
+
+    derivative = SURROGATES[name].derivative
+    x = torch.randn(4000, generator=torch.Generator().manual_seed(0), dtype=F64) * 3
+    edges = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, 0.5, -0.5], dtype=F64)
+    x = torch.cat([x, edges]).to(dtype)
+    for slope in (SURROGATES[name].default_slope, 0.37, 7.0):
+        y = x.clone()
+        got = _IN_PLACE[derivative](y, slope)
+        assert torch.equal(got, derivative(x, slope))
+        assert got.data_ptr() == y.data_ptr()  # in place: no new tensor

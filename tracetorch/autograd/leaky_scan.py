@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..functional.leaky import LeakyConfig, Reset, leaky_step
 from ..functional.spike import sigmoid4x
-from .surrogate import SURROGATES, SpikeFn
+from .surrogate import _IN_PLACE, SURROGATES, SpikeFn
 
 __all__ = ["LeakyScan", "leaky_scan", "scan_supported"]
 
@@ -304,19 +304,25 @@ def _backward(
     g_outs = g_out.unbind(0) if g_out is not None else (zero,) * steps
     ss = out.unbind(0) if firing else None  # the spikes
 
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, out[0].numel()))  # steps per call of slopes()
+    # one buffer for every chunk's f': a chunk's slopes are used up before the next one's
+    buffer = out.new_empty((min(chunk, steps), *out.shape[1:])) if firing else None
+
     def slopes(start: int, stop: int) -> tuple[Tensor, ...]:
         """``f'(z_t)`` for the steps ``start:stop``, one call for all of them."""
+        into = buffer[: stop - start]
         if spike is None:  # sigmoid(4 z): f' = 4 s (1 - s)
             s = out[start:stop]
-            return torch.addcmul(s, s, s, value=-1).mul_(4).unbind(0)
-        if z_seq is not None:
-            z = z_seq[start:stop]
-        else:  # from the kept membranes: u_t = m_t + s_t threshold, z_t = u_t (+ bias) - threshold
-            z = torch.addcmul(mem_seq[start:stop], out[start:stop], threshold)
-            z = (z if bias is None else z.add_(bias)).sub_(threshold)
-        return SURROGATES[spike.surrogate].derivative(z, spike.slope).unbind(0)
+            return torch.addcmul(s, s, s, value=-1, out=into).mul_(4).unbind(0)
+        surrogate = SURROGATES[spike.surrogate]
+        if z_seq is not None:  # kept for the backward: not to be overwritten
+            return surrogate.derivative(z_seq[start:stop], spike.slope).unbind(0)
+        # from the kept membranes: u_t = m_t + s_t threshold, z_t = u_t (+ bias) - threshold
+        z = torch.addcmul(mem_seq[start:stop], out[start:stop], threshold, out=into)
+        z = (z if bias is None else z.add_(bias)).sub_(threshold)
+        derivative = _IN_PLACE.get(surrogate.derivative, surrogate.derivative)
+        return derivative(z, spike.slope).unbind(0)
 
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, out[0].numel()))  # steps per call of slopes()
     mems = (mem_seq if firing else out).unbind(0) if need_beta else None  # post-reset
     ins = (syn_seq if synaptic else xs).unbind(0) if ema and need_beta else None
     if need_alpha:

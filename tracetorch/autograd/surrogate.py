@@ -57,6 +57,30 @@ def _straight_through(x: Tensor, slope: float) -> Tensor:
     return torch.ones_like(x)
 
 
+# The derivatives above computed in place, overwriting x: the same operations in the same
+# order (``a ** 2`` is ``a * a``, ``c / a`` is ``a.reciprocal() * c`` and ``1 - a`` is
+# ``-a + 1``, exactly), so the same values bit for bit, without temporaries. For callers that
+# own x and do not differentiate the result (LeakyScan's backward); see _IN_PLACE.
+
+
+def _fast_sigmoid_(x: Tensor, slope: float) -> Tensor:
+    d = x.abs_().mul_(slope).add_(1)
+    return d.mul_(d).reciprocal_()
+
+
+def _atan_(x: Tensor, slope: float) -> Tensor:
+    d = x.mul_(math.pi / 2 * slope)
+    return d.mul_(d).add_(1).reciprocal_().mul_(slope / 2)
+
+
+def _triangle_(x: Tensor, slope: float) -> Tensor:
+    return x.abs_().mul_(slope).neg_().add_(1).clamp_(min=0).mul_(slope)
+
+
+def _straight_through_(x: Tensor, slope: float) -> Tensor:
+    return x.fill_(1)
+
+
 SURROGATES: dict[str, Surrogate] = {
     "fast_sigmoid": Surrogate(_fast_sigmoid, 25.0),
     "atan": Surrogate(_atan, 2.0),
@@ -67,6 +91,16 @@ SURROGATES: dict[str, Surrogate] = {
 
 Add an entry to make a new surrogate available by name to :func:`heaviside`.
 """
+
+# The built-in derivatives computed in place: d -> d_ with d_(x, slope) equal to d(x, slope)
+# bit for bit, overwriting x. Keyed by the function, so that a derivative registered in
+# SURROGATES under a built-in name is not replaced by the built-in's.
+_IN_PLACE: dict[Callable[[Tensor, float], Tensor], Callable[[Tensor, float], Tensor]] = {
+    _fast_sigmoid: _fast_sigmoid_,
+    _atan: _atan_,
+    _triangle: _triangle_,
+    _straight_through: _straight_through_,
+}
 
 
 def _resolve(surrogate: str, slope: float | None) -> tuple[Surrogate, float]:
