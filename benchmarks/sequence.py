@@ -29,8 +29,8 @@ both give the same outputs and gradients, then times, interleaved in one process
   (what no implementation of this network can beat), so that the distance to the limit
   shows;
 - SpikingJelly's multi-step mode (``step_mode="m"``) where it is importable (never a
-  dependency; written from its documentation and not run where this script was written).
-  Its output layer fires instead of integrating, so its outputs are not compared.
+  dependency; run with SpikingJelly 2.0.0, its PyTorch backend on the CPU). Its output
+  layer fires instead of integrating, so its outputs are not compared.
 
 Peak training memory: the most bytes that PyTorch's CPU allocator held at once during one
 forward + backward, above what it held before. It is read from ``torch.profiler`` with
@@ -169,7 +169,7 @@ def loss(out: Tensor) -> None:
 def spikingjelly(source: TTNet) -> Callable[[Tensor], Tensor] | None:
     """SpikingJelly's multi-step LIF network with the same Linear weights, or ``None``.
 
-    Not a dependency and not installed where this was written: untested here. Its LIF with
+    Not a dependency (run with SpikingJelly 2.0.0, installed beside the project). Its LIF with
     ``decay_input=False, v_reset=None`` is ``v = (1 - 1/tau) v + x`` with reset by
     subtraction; the output layer fires too (SpikingJelly has no plain leaky integrator).
     """
