@@ -185,7 +185,8 @@ class LeakyScan(torch.autograd.Function):
 
     ``LeakyScan.apply(xs, mem, syn, alpha, beta, threshold, bias, spec)`` returns
     ``(outputs, mem_T, syn_T, zs, mems, syns)``; call it through :func:`leaky_scan`, which
-    builds ``spec`` and drops the last three (sequences kept for the backward, no gradient).
+    builds ``spec`` and drops the last three (sequences kept for the backward, no gradient;
+    the backward's working memory: one that frees the graph overwrites ``mems``).
     ``syn``, ``alpha`` (not synaptic), ``threshold`` (no firing) and ``bias`` may be ``None``.
 
     Forward, step ``t`` (``m`` the membrane, ``I`` what it receives, ``f`` the spike function):
