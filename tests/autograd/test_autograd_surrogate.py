@@ -188,3 +188,55 @@ def test_in_place_derivative_is_bit_for_bit_the_same(name, dtype) -> None:
         got = _IN_PLACE[derivative](y, slope)
         assert torch.equal(got, derivative(x, slope))
         assert got.data_ptr() == y.data_ptr()  # in place: no new tensor
+
+
+def _edge_pairs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Membranes and thresholds that meet at ties, subnormal gaps, infinities and NaN."""
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(3000, generator=g, dtype=F64)
+    th = torch.rand(3000, generator=g, dtype=F64) + 0.1
+    tiny = torch.finfo(dtype).tiny
+    inf, nan = math.inf, math.nan
+    v_edge = [1.0, 1.0, 0.0, -0.0, tiny, tiny / 4, -tiny, inf, inf, -inf, nan, 1.0, 3.0]
+    th_edge = [1.0, math.nextafter(1.0, 2.0), 0.0, 0.0, 0.0, 0.0, -tiny, inf, 1.0, -inf, 1.0, nan]
+    th_edge.append(3.0 - 1e-7)
+    return (
+        torch.cat([v, torch.tensor(v_edge, dtype=F64)]).to(dtype),
+        torch.cat([th, torch.tensor(th_edge, dtype=F64)]).to(dtype),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, F64])
+def test_above_is_the_spike_of_the_difference_bit_for_bit(dtype) -> None:
+    v, th = _edge_pairs(dtype)
+    fn = spike_fn("triangle")
+    with torch.no_grad():
+        fast = fn.above(v, th)
+        reference = (v - th > 0).to(dtype)
+        assert fast.dtype == dtype and torch.equal(fast, reference)
+        assert torch.equal(fn.above(v, th[5]), (v - th[5] > 0).to(dtype))  # 0-d threshold
+        assert torch.equal(fn(v), (v > 0).to(dtype))
+    # with autograd recording, the same spikes and the surrogate gradient through v - th
+    v.requires_grad_(dtype == F64)
+    if dtype == F64:
+        spikes = fn.above(v, th)
+        assert torch.equal(spikes.detach(), reference)
+        spikes.sum().backward()
+        expected = DERIVATIVES["triangle"][0](v.detach() - th, 1.0)
+        torch.testing.assert_close(v.grad, expected, equal_nan=True)
+
+
+def test_above_with_a_threshold_of_another_dtype_is_the_plain_form() -> None:
+    v = torch.tensor([0.5, 1.5], dtype=torch.float32)
+    th = torch.tensor([1.0, 1.0], dtype=F64)  # promotes: the result is float64, as v - th
+    with torch.no_grad():
+        out = spike_fn().above(v, th)
+    assert out.dtype == F64 and out.tolist() == [0.0, 1.0]
+
+
+def test_above_under_vmap_and_compile_takes_the_plain_form() -> None:
+    v, th = torch.randn(4, 6), torch.randn(6)
+    fn = spike_fn()
+    with torch.no_grad():
+        batched = vmap(fn.above, in_dims=(0, None))(v, th)
+    assert torch.equal(batched, (v - th > 0).float())

@@ -195,3 +195,49 @@ def test_leaky_step_dual_reset_is_shared():
     assert new["pos_mem"].item() == pytest.approx(1.0 - 0.125)
     assert new["neg_mem"].item() == pytest.approx(-0.25 - 0.125)
     assert math.isclose(new["pos_mem"].item() + new["neg_mem"].item(), 0.5, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("firing", ["binary", "ternary", "scaled"])
+def test_leaky_step_without_autograd_spikes_through_above_bit_for_bit(firing):
+    # Without autograd a SpikeFn spikes through .above (v > threshold, one kernel); outputs
+    # and states must be those of spike_fn(v - threshold), bit for bit, over many steps.
+    from tracetorch.autograd import spike_fn
+
+    g = torch.Generator().manual_seed(2)
+    config = LeakyConfig(firing=firing)
+    names = ["beta", "threshold", "pos_threshold", "neg_threshold", "pos_scale", "neg_scale"]
+    params = {name: torch.rand(8, generator=g) * 0.5 + 0.5 for name in names}
+    params["bias"] = torch.randn(8, generator=g) * 0.1
+    xs = torch.randn(30, 4, 8, generator=g)
+    fn = spike_fn("fast_sigmoid")
+    runs = []
+    with torch.no_grad():
+        for spike in (fn, lambda z: fn(z)):  # the lambda has no .above
+            state, outs = {"mem": torch.zeros(4, 8)}, []
+            for x in xs:
+                out, state = leaky_step(x, state, params, config, spike)
+                outs.append(out)
+            runs.append((torch.stack(outs), state["mem"]))
+    (out_fast, mem_fast), (out_plain, mem_plain) = runs
+    assert out_plain.abs().sum() > 0  # the neurons fire: the comparison is not vacuous
+    assert torch.equal(out_fast, out_plain) and torch.equal(mem_fast, mem_plain)
+
+
+def test_leaky_step_calls_a_spike_functions_above_method():
+    class Counting:
+        calls = 0
+
+        def __call__(self, v):
+            return (v > 0).float()
+
+        def above(self, v, threshold):
+            Counting.calls += 1
+            return self(v - threshold)
+
+    params = {"beta": torch.tensor(0.5), "threshold": torch.tensor(1.0)}
+    config = LeakyConfig(firing="binary")
+    out, _ = leaky_step(torch.full((3,), 2.0), {"mem": torch.zeros(3)}, params, config, Counting())
+    assert Counting.calls == 1 and out.tolist() == [1.0, 1.0, 1.0]
+    quant = lambda s: s  # noqa: E731  (a quantizer needs spike_fn(v - threshold) itself)
+    leaky_step(torch.ones(3), {"mem": torch.zeros(3)}, params, config, Counting(), quant)
+    assert Counting.calls == 1

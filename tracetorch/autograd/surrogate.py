@@ -179,8 +179,20 @@ def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
         # no_grad / inference_mode: nothing will be differentiated, so skip the
         # autograd.Function machinery (most of a spiking step's cost at batch 1).
         # torch.func.grad re-enables grad inside its transform, so it still takes the Function.
-        return (x > 0).to(x.dtype)
+        return _above(x, 0)
     return Heaviside.apply(x, surrogate, slope)
+
+
+def _above(v: Tensor, threshold: Tensor | float) -> Tensor:
+    """``(v > threshold)`` as ``0.0``/``1.0`` in ``v``'s dtype: one comparison kernel.
+
+    The comparison writes straight into a float tensor: no bool-to-float copy. ``threshold``
+    must broadcast to ``v``'s shape. Under ``torch.compile`` and ``torch.func`` transforms,
+    where a compiler fuses the plain form anyway, it is ``(v > threshold).to(v.dtype)``.
+    """
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return (v > threshold).to(v.dtype)
+    return torch.gt(v, threshold, out=torch.empty_like(v))
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,19 @@ class SpikeFn:
 
     def __call__(self, x: Tensor) -> Tensor:
         return _spike(x, self.surrogate, self.slope)
+
+    def above(self, v: Tensor, threshold: Tensor) -> Tensor:
+        """``self(v - threshold)``: the spikes of a membrane ``v`` against a threshold.
+
+        While autograd records nothing and ``threshold`` has ``v``'s dtype, one comparison
+        ``v > threshold`` instead of a subtraction and a comparison: the same spikes, bit for
+        bit (in IEEE arithmetic ``v - threshold > 0`` exactly when ``v > threshold``, and NaN
+        spikes in neither). :func:`~tracetorch.functional.leaky_step` calls it where a spike
+        function has it; ``threshold`` must broadcast to ``v``'s shape.
+        """
+        if torch.is_grad_enabled() or threshold.dtype != v.dtype:
+            return self(v - threshold)
+        return _above(v, threshold)
 
 
 def spike_fn(surrogate: str = "atan", slope: float | None = None) -> SpikeFn:

@@ -70,14 +70,17 @@ def _fire_terms(
     """
     bias = params.get("bias")
     v = mem if bias is None else mem + bias
+    # A spike function with an ``above`` method (SpikeFn) spikes v against a threshold in
+    # fewer kernels than spike_fn(v - threshold), with the same result.
+    above = getattr(spike_fn, "above", None) if quant_fn is None else None
     if firing == "binary":
         threshold = params["threshold"]
-        s = spike_fn(v - threshold)
+        s = spike_fn(v - threshold) if above is None else above(v, threshold)
         if quant_fn is not None:
             s = quant_fn(s)
         return s, ((s, threshold),)
     pos_threshold, neg_threshold = params["pos_threshold"], params["neg_threshold"]
-    p = spike_fn(v - pos_threshold)
+    p = spike_fn(v - pos_threshold) if above is None else above(v, pos_threshold)
     n = spike_fn(-neg_threshold - v)
     if quant_fn is not None:
         p, n = quant_fn(p), quant_fn(n)
@@ -124,7 +127,10 @@ def fire(
         params: ``threshold`` (binary) or ``pos_threshold`` and ``neg_threshold``, optionally
             ``bias`` (absent: 0), and ``pos_scale``, ``neg_scale`` for ``"scaled"``.
         firing: ``"binary"``, ``"ternary"`` or ``"scaled"``.
-        spike_fn: Maps ``membrane - threshold`` to a firing value.
+        spike_fn: Maps ``membrane - threshold`` to a firing value. One with a method
+            ``above(v, threshold)`` equal to ``spike_fn(v - threshold)`` (as
+            :class:`~tracetorch.autograd.SpikeFn` has, which needs one kernel fewer without
+            autograd) is called through it where no ``quant_fn`` is given.
         quant_fn: Applied to the firing value; ``None`` for the identity.
     """
     out, terms = _fire_terms(mem, params, firing, spike_fn, quant_fn)
