@@ -232,6 +232,8 @@ def test_above_with_a_threshold_of_another_dtype_is_the_plain_form() -> None:
     with torch.no_grad():
         out = spike_fn().above(v, th)
     assert out.dtype == F64 and out.tolist() == [0.0, 1.0]
+    with torch.no_grad():
+        assert spike_fn().above(v, 1.0).tolist() == [0.0, 1.0]  # a number as the threshold
 
 
 def test_above_under_vmap_and_compile_takes_the_plain_form() -> None:

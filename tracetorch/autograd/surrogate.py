@@ -216,16 +216,24 @@ class SpikeFn:
     def __call__(self, x: Tensor) -> Tensor:
         return _spike(x, self.surrogate, self.slope)
 
-    def above(self, v: Tensor, threshold: Tensor) -> Tensor:
+    def above(self, v: Tensor, threshold: Tensor | float) -> Tensor:
         """``self(v - threshold)``: the spikes of a membrane ``v`` against a threshold.
 
         While autograd records nothing and ``threshold`` has ``v``'s dtype, one comparison
         ``v > threshold`` instead of a subtraction and a comparison: the same spikes, bit for
         bit (in IEEE arithmetic ``v - threshold > 0`` exactly when ``v > threshold``, and NaN
         spikes in neither). :func:`~tracetorch.functional.leaky_step` calls it where a spike
-        function has it; ``threshold`` must broadcast to ``v``'s shape.
+        function has it; ``threshold`` (a tensor or a number) must broadcast to ``v``'s shape.
+
+        Example:
+            >>> fn = spike_fn()
+            >>> with torch.no_grad():
+            ...     fn.above(torch.tensor([0.5, 1.0, 1.5]), torch.tensor(1.0))
+            tensor([0., 0., 1.])
         """
-        if torch.is_grad_enabled() or threshold.dtype != v.dtype:
+        if torch.is_grad_enabled() or (
+            isinstance(threshold, Tensor) and threshold.dtype != v.dtype
+        ):
             return self(v - threshold)
         return _above(v, threshold)
 
