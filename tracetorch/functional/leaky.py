@@ -70,9 +70,12 @@ def _fire_terms(
     """
     bias = params.get("bias")
     v = mem if bias is None else mem + bias
-    # A spike function with an ``above`` method (SpikeFn) spikes v against a threshold in
-    # fewer kernels than spike_fn(v - threshold), with the same result.
-    above = getattr(spike_fn, "above", None) if quant_fn is None else None
+    # Without autograd, a spike function with an ``above`` method (SpikeFn) spikes v against
+    # a threshold in fewer kernels than spike_fn(v - threshold), with the same result; with
+    # autograd the step is left exactly as it was (no extra call per step in training).
+    above = None
+    if quant_fn is None and not torch.is_grad_enabled():
+        above = getattr(spike_fn, "above", None)
     if firing == "binary":
         threshold = params["threshold"]
         s = spike_fn(v - threshold) if above is None else above(v, threshold)
@@ -130,7 +133,8 @@ def fire(
         spike_fn: Maps ``membrane - threshold`` to a firing value. One with a method
             ``above(v, threshold)`` equal to ``spike_fn(v - threshold)`` (as
             :class:`~tracetorch.autograd.SpikeFn` has, which needs one kernel fewer without
-            autograd) is called through it where no ``quant_fn`` is given.
+            autograd) is called through it while autograd records nothing, where no
+            ``quant_fn`` is given.
         quant_fn: Applied to the firing value; ``None`` for the identity.
     """
     out, terms = _fire_terms(mem, params, firing, spike_fn, quant_fn)
