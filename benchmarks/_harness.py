@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -38,19 +39,33 @@ def timed(fn: Callable[[], object], calls: int = 1) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def timed_each(fn: Callable[[], object], calls: int) -> list[float]:
+    """Seconds of each of ``calls`` calls of ``fn`` in a row."""
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def medians_table(
     title: str,
     runs: Mapping[str, Callable[[], object]],
     repeats: int,
     baselines: Mapping[str, str],
     burst: int = 1,
+    positions: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
     """Time ``runs`` interleaved (after one warm-up each) and print medians and ratios.
 
     Args:
         title: The heading of the table.
         runs: What to time, by label.
-        repeats: Timed calls of each run (one of each in turn, ``repeats`` times).
+        repeats: Timed calls of each run (one of each in turn, ``repeats`` times). Each
+            turn takes the runs in a new order (shuffled, from a fixed seed): what ran just
+            before changes a call's time (the caches, the allocator's free lists), and in a
+            fixed order each run would always follow the same other one.
         baselines: The runs to divide by, ``{column name: label in runs}``: one column
             ``ratio vs <column name>`` each.
         burst: Each turn calls a run this many times in a row and counts the time per
@@ -58,6 +73,9 @@ def medians_table(
             they have filled: that penalizes a short call that runs much Python (the
             interpreter, dispatch and guard code and data go cold) more than a long one.
             A burst is what a loop over a dataset does: the same call again and again.
+        positions: With a burst, filled with each run's median time of the first, second,
+            ... call of its bursts (by label), in seconds: how a call's time falls as the
+            caches warm up again.
 
     Returns:
         Each run's median time in seconds, by label.
@@ -65,10 +83,19 @@ def medians_table(
     for fn in runs.values():
         fn()
     times: dict[str, list[float]] = {key: [] for key in runs}
+    each: dict[str, list[list[float]]] = {key: [] for key in runs}
+    order = list(runs)
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for key, fn in runs.items():
-            times[key].append(timed(fn, burst))
+        shuffle(order)
+        for key in order:
+            calls = timed_each(runs[key], burst)
+            times[key].append(sum(calls) / burst)
+            each[key].append(calls)
     medians = {key: statistics.median(t) for key, t in times.items()}
+    if positions is not None:
+        for key, bursts in each.items():
+            positions[key] = [statistics.median(column) for column in zip(*bursts, strict=True)]
     width = max(40, *map(len, runs))
     print(title)
     header = "".join(f"   {'ratio vs ' + name:>13}" for name in baselines)

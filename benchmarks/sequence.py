@@ -19,11 +19,15 @@ both give the same outputs and gradients, then times, interleaved in one process
   Also timed: ``tt.run(..., mode="sequence", compile=True)`` (``torch.compile``), with its
   first call, the compile, timed separately (inductor's caches disabled, so that it is what
   a first run costs) at the lengths of ``--compile-steps``; ``--compile-training`` does the
-  same for training. Timed twice: call by call (each call follows one call of every other
-  variant), and in bursts of ``BURST`` calls of one variant in a row (as a loop over a
-  dataset runs). A call that is short and runs much Python, such as the compiled one,
-  pays more for the caches the other variants leave cold than the long plain loop does;
-  the bursts show what it costs where it runs again and again;
+  same for training. Timed twice: call by call (each call follows calls of the other
+  variants, in a new shuffled order each turn), and in bursts of ``BURST`` calls of one
+  variant in a row (as a loop over a dataset runs). A call that is short and runs much
+  Python, such as the compiled one, pays more for the caches the other variants leave cold
+  than the long plain loop does; the bursts show what it costs where it runs again and
+  again, and the median time of the first, second, ... call of a burst shows how fast it
+  warms up. Beside the compiled model, a compiled ``x + 1`` is timed the same way: what
+  any compiled call costs on this machine (dynamo's entry, guard check and wrappers),
+  whatever it computes;
 - tracetorch in step mode (one call per step), for reference;
 - the matmul floor: the three Linear layers alone, each over all ``T`` steps as one matmul
   (what no implementation of this network can beat), so that the distance to the limit
@@ -78,6 +82,7 @@ STEPS = "tracetorch, step mode"
 SEQUENCE = "tracetorch, sequence mode"
 COMPILED = "tracetorch, sequence mode, compile=True"
 FLOOR = "floor: the three Linear layers only"
+TRIVIAL = "torch.compile'd x + 1 (dynamo's cost)"
 JELLY = "SpikingJelly, multi-step LIFNode"
 
 
@@ -347,6 +352,11 @@ def network_tables(
             expected = run_sequence(ours, xs1)
             torch.testing.assert_close(run_sequence(ours, xs1, compile=True), expected)
             infer[COMPILED] = lambda: run_sequence(ours, xs1, compile=True)
+            # what any compiled call costs here, whatever it computes: the dynamo entry, the
+            # guard check and the compiled region's wrappers around one small kernel
+            trivial = torch.compile(lambda x: x + 1, options={"cpp_wrapper": True})
+            trivial(xs1)
+            infer[TRIVIAL] = lambda: trivial(xs1)
         infer_t = medians_table(
             f"inference (batch 1, TTcompile'd, inference_mode), {repeats * 4} repeats, "
             f"call by call",
@@ -354,13 +364,18 @@ def network_tables(
             repeats * 4,
             {"plain": PLAIN},
         )
+        by_position: dict[str, list[float]] = {}
         burst_t = medians_table(
             f"the same, in bursts of {BURST} calls, {repeats} repeats",
             infer,
             repeats,
             {"plain": PLAIN},
             burst=BURST,
+            positions=by_position,
         )
+    print(f"the bursts call by call: median ms of the 1st, 2nd, ... {BURST}th call in a row")
+    for key, seconds in by_position.items():
+        print(f"    {key:<40} " + " ".join(f"{t * 1e3:6.3f}" for t in seconds))
     ours.TTdecompile()
     plain.baked = None
     for kind, seconds in compiled.items():
@@ -375,6 +390,9 @@ def network_tables(
         line += f", batch-1 inference {kind} {t[SEQUENCE] / t[PLAIN]:.3f}"
         if COMPILED in t:
             line += f" (compiled {t[COMPILED] / t[PLAIN]:.3f})"
+    if COMPILED in by_position:
+        last = by_position[COMPILED][-1] / by_position[PLAIN][-1]
+        line += f", compiled, the {BURST}th call of a burst {last:.3f}"
     if "inference" in compiled:
         line += f", compile {compiled['inference']:.0f} s"
     if memory[SEQUENCE] is not None and memory[PLAIN] is not None:
