@@ -31,14 +31,6 @@ def run_tt(model: nn.Module, xs: Tensor) -> Tensor:
     return torch.stack([model(x) for x in xs])
 
 
-def timed(fn: Callable[[], object], calls: int = 1) -> float:
-    """Seconds per call of ``calls`` calls of ``fn`` in a row."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
 def timed_each(fn: Callable[[], object], calls: int) -> list[float]:
     """Seconds of each of ``calls`` calls of ``fn`` in a row."""
     seconds = []
