@@ -236,7 +236,9 @@ def test_above_with_a_threshold_of_another_dtype_is_the_plain_form() -> None:
         assert spike_fn().above(v, 1.0).tolist() == [0.0, 1.0]  # a number as the threshold
 
 
-def test_above_under_vmap_and_compile_takes_the_plain_form() -> None:
+def test_above_under_vmap_takes_the_plain_form() -> None:
+    # (under torch.compile too: tests/core/test_run_compile.py compiles a firing LIB layer
+    # without autograd, whose steps spike through above, and compares with eager)
     v, th = torch.randn(4, 6), torch.randn(6)
     fn = spike_fn()
     with torch.no_grad():
