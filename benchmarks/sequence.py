@@ -42,9 +42,11 @@ forward + backward, above what it held before. It is read from ``torch.profiler`
 allocated (minus those freed) since profiling began; so it counts every tensor the run
 allocates (the activations saved for the backward, the temporaries of forward and backward,
 the gradients), and nothing that is not a tensor. Parameter gradients are set to ``None``
-first, so every variant allocates its own. Tensors allocated before the run and freed
-during it (tracetorch's states of the previous run) are not subtracted, so it errs on the
-high side, by at most those few step-sized tensors.
+first, so every variant allocates its own, and the cache of sequence buffers that
+tracetorch's scans reuse between calls (:func:`tracetorch.autograd.sequence_buffer`) is
+emptied, so that the buffers the run needs are allocated, and counted, in it. Tensors
+allocated before the run and freed during it (tracetorch's states of the previous run) are
+not subtracted, so it errs on the high side, by at most those few step-sized tensors.
 (``tracemalloc`` does not see torch's allocations; the process's maximum RSS would add the
 interpreter, the libraries and the C allocator's caching, and can only rise; the bytes saved
 for backward would leave out the temporaries and any tensor an autograd function keeps
@@ -214,6 +216,9 @@ def peak_memory(fn: Callable[[], object]) -> int | None:
     """
     from torch.profiler import ProfilerActivity, profile
 
+    # tracetorch's scans keep their sequence buffers for the next call: let them go, so that
+    # this run allocates its own and they count
+    tt.autograd.empty_cache()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     try:  # the profiler's event tree: an experimental API

@@ -5,9 +5,12 @@ layer, the surrogate spike and the Exciter's clamp have a vmap rule and work wit
 backward and with ``torch.func`` (``vmap``, ``grad``, ``jacrev``). :class:`LeakyScan`, the
 whole-sequence scan behind sequence mode, is first-order: ``torch.func.grad`` works, a second
 derivative raises a clear error. Each class has a lowercase functional helper
-(``Square`` -> :func:`square`, ...).
+(``Square`` -> :func:`square`, ...). On the CPU the scan takes its ``[T, ...]`` buffers from
+a cache that reuses them between calls (:func:`sequence_buffer`; :func:`empty_cache`,
+:func:`set_cache_limit`).
 """
 
+from .buffers import cache_limit, empty_cache, sequence_buffer, set_cache_limit
 from .clipped_relu import ClippedReLUFunction, clipped_relu
 from .elementwise import (
     Cube,
@@ -43,8 +46,10 @@ __all__ = [
     "Square",
     "Surrogate",
     "Tanh",
+    "cache_limit",
     "clipped_relu",
     "cube",
+    "empty_cache",
     "exp",
     "heaviside",
     "leaky_scan",
@@ -52,6 +57,8 @@ __all__ = [
     "linear",
     "relu",
     "scan_supported",
+    "sequence_buffer",
+    "set_cache_limit",
     "sigmoid",
     "spike_fn",
     "square",

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..functional.leaky import LeakyConfig, Reset, leaky_step
 from ..functional.spike import sigmoid4x
+from .buffers import sequence_buffer
 from .surrogate import _IN_PLACE, SURROGATES, SpikeFn
 
 __all__ = ["LeakyScan", "leaky_scan", "scan_supported"]
@@ -101,11 +102,11 @@ def _scan_forward(
     def destinations(keep: bool) -> tuple[Tensor | None, tuple[Tensor, ...]]:
         """Per-step slices of a new ``[T, ...]`` tensor, or one step buffer reused."""
         if keep:
-            seq = torch.empty_like(xs)
+            seq = sequence_buffer(xs)
             return seq, seq.unbind(0)
         return None, (torch.empty_like(xs[0]),) * steps
 
-    out = torch.empty_like(xs)
+    out = sequence_buffer(xs)
     outs = out.unbind(0)
     z_seq = mem_seq = syn_seq = None
     if synaptic:
@@ -337,7 +338,7 @@ def _backward(
         # whole-sequence buffer fewer to allocate, whose first writes would fault in pages.
         grad_xs = mem_seq
     else:
-        grad_xs = torch.empty_like(out) if need_x else None
+        grad_xs = sequence_buffer(out) if need_x else None
     gxs = grad_xs.unbind(0) if need_x else None
     one_minus_beta = 1 - beta if ema and need_in else None
     one_minus_alpha = 1 - alpha if synaptic and need_x else None
