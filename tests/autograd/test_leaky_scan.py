@@ -8,6 +8,7 @@ must give exactly the loop's results.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from tracetorch.autograd import leaky_scan, scan_supported, spike_fn
 from tracetorch.functional import LeakyConfig, leaky_step, round_ste, sigmoid4x
 
 F64 = torch.float64
+scan_module = sys.modules["tracetorch.autograd.leaky_scan"]  # the name is the function's
 T = 6
 
 
@@ -140,6 +142,20 @@ def test_matches_loop_per_neuron(case: Case, layout: str) -> None:
 def test_matches_loop_scalar_params(case: Case, layout: str) -> None:
     step, _ = LAYOUTS[layout]
     _compare(case, *_make(case, step, (), seed=2))
+
+
+@pytest.mark.parametrize("parts", ["both", "outputs", "final states"])
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("case", CASES)
+def test_matches_loop_in_blocks_of_steps(
+    case: Case, block: int, parts: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backward works on blocks of steps (one block at T = 6 elsewhere): 6 blocks of 1
+    step, 3 of 2, and 4 + 2, each with the outputs, the final states or both in the loss."""
+    step, pshape = LAYOUTS["BN"]
+    monkeypatch.setattr(scan_module, "_CHUNK_ELEMENTS", block * 3 * 4)
+    use_out, use_final = parts != "final states", parts != "outputs"
+    _compare(case, *_make(case, step, pshape, seed=3), use_out=use_out, use_final=use_final)
 
 
 @pytest.mark.parametrize("case", FIRING)

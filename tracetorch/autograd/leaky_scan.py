@@ -24,10 +24,10 @@ __all__ = ["LeakyScan", "leaky_scan", "scan_supported"]
 
 TensorFn = Callable[[Tensor], Tensor]
 
-# The backward computes f'(z) for as many steps at once as fit in about this many elements
-# (128 KiB of float32): few calls, and temporaries small enough for the CPU allocator to
-# recycle instead of mapping fresh pages on every call.
-_CHUNK_ELEMENTS = 32768
+# The backward works on blocks of as many steps as fit in about this many elements (512 KiB
+# of float32): few kernels per block, each on enough elements to pay for its launch, and a
+# block's temporaries small enough to stay in a CPU core's cache.
+_CHUNK_ELEMENTS = 131072
 
 
 class _Spec(NamedTuple):
@@ -231,13 +231,25 @@ class LeakyScan(torch.autograd.Function):
     from ``s``), the synaptic traces, ``xs`` and ``syn_0`` (for ``d alpha`` and an EMA's
     ``d beta``); ``u`` and ``f'`` are never stored. So a LIF with a learnable decay keeps two
     sequences (spikes, which the next layer keeps anyway, and membranes) where the step
-    loop's graph keeps three (spike inputs, membranes, spikes). The backward computes ``f'``
-    chunk by chunk, then runs the recursion one step at a time on step-sized tensors, which
-    on a CPU stay in cache and are recycled by the allocator (whole-sequence temporaries
-    would be fresh allocations). Where the membranes are kept and the graph is not
-    (``retain_graph=False``), it writes ``dL/dx`` into their buffer, slot ``t`` after the
-    last read of ``m_t``: no new whole-sequence buffer, whose first writes would each fault
-    in a fresh page on the CPU.
+    loop's graph keeps three (spike inputs, membranes, spikes).
+
+    How the backward runs: the recursion through the leak is linear in ``H``. Firing,
+    ``H_t = G_t (1 - threshold f'(z_t)) + o_t f'(z_t)`` and ``G_t = beta H_{t+1}``, so
+    ``H_t = A_t H_{t+1} + B_t`` with ``A_t = beta (1 - threshold f'(z_t))`` and
+    ``B_t = o_t f'(z_t)`` (otherwise ``A_t = beta``, ``B_t = o_t``); at ``t = T-1``,
+    ``H_{T-1} = (1 - threshold f'(z_{T-1})) G_{T-1} + B_{T-1}``. Only ``H_t += A_t H_{t+1}``
+    has to run one step at a time, one kernel per step. ``f'``, ``A``, ``B`` and the sums
+    over time run on blocks of steps, a few kernels per block, taking ``G_t = beta H_{t+1}``
+    and ``dL/dz_t = H_t - G_t`` from ``H``, and so does ``dL/dthreshold``'s
+    ``sum_t s_t G_t = beta sum_t s_t H_{t+1} + s_{T-1} G_{T-1}``. The synaptic recursion
+    ``K_t = dL/dI_t + alpha K_{t+1}`` runs in place on ``H`` afterwards, one kernel per step.
+    A block holds about ``_CHUNK_ELEMENTS`` elements (8 steps of ``[64, 256]``): its two
+    temporaries stay small and in cache, and the sums over time go into step-sized
+    accumulators. Where the membranes are kept and the graph is not (``retain_graph=False``),
+    ``H`` (and so ``dL/dx``) goes into the membranes' buffer, a block's slots once the block
+    has read them for the last time: no whole-sequence buffer more than the forward's.
+    Otherwise it and the forward's sequences come from
+    :func:`~tracetorch.autograd.sequence_buffer`, which reuses them between calls.
     It is not itself differentiable: differentiating its result (``create_graph=True``, then
     a second backward) raises.
     """
@@ -295,109 +307,150 @@ def _graph_kept() -> bool:
 def _backward(
     ctx: Any, g_out: Tensor | None, g_mem: Tensor | None, g_syn: Tensor | None
 ) -> tuple[Tensor | None, ...]:
-    """The reverse-time loop of :class:`LeakyScan` (see its docstring for the derivation)."""
+    """The reverse-time pass of :class:`LeakyScan`: the derivation, and how it runs, are in
+    its docstring."""
     xs, mem0, syn0, alpha, beta, threshold, bias, out, z_seq, mem_seq, syn_seq = ctx.saved_tensors
     synaptic, ema, firing, spike, *_ = ctx.spec
     need_x, need_mem, need_syn, need_alpha, need_beta, need_th, need_bias, _ = ctx.needs_input_grad
     need_in = need_x or need_syn or need_alpha  # dL/dI_t is wanted
     need_dz = firing and (need_th or need_bias)
+    need_sg = firing and need_th
     steps = out.shape[0]
-    zero = out.new_zeros(out.shape[1:])
-    g_outs = g_out.unbind(0) if g_out is not None else (zero,) * steps
-    ss = out.unbind(0) if firing else None  # the spikes
+    last = steps - 1
+    step_numel = max(1, out[0].numel())
+    chunk = min(steps, max(1, _CHUNK_ELEMENTS // step_numel))  # steps per block
 
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, out[0].numel()))  # steps per call of slopes()
-    # one buffer for every chunk's f': a chunk's slopes are used up before the next one's
-    buffer = out.new_empty((min(chunk, steps), *out.shape[1:])) if firing else None
+    # H_t = dL/du_t for every step (then dL/dI_t, dL/dx_t). Where the membranes are kept and
+    # the graph is freed after this backward, H goes into their buffer, a block's slots once
+    # nothing reads them any more (after the block): no whole-sequence buffer more.
+    into_mem = mem_seq is not None and not _graph_kept()
+    h = mem_seq if into_mem else sequence_buffer(out)
+    hs = h.unbind(0)
+    blocks = out[:chunk]  # the shape of a block of steps (buffers from the cache: no faults)
+    hbuf = sequence_buffer(blocks) if into_mem else None  # a block's H before it moves to h
+    block = sequence_buffer(blocks)  # f', then A', then the products summed over time
+    # the sums over time, step-sized: each block adds its own sum (a block's products in
+    # ``block`` first)
+    step = out[0]
+    acc_beta = torch.zeros_like(step) if need_beta else None
+    acc_dz = torch.zeros_like(step) if need_dz else None
+    acc_sh = torch.zeros_like(step) if need_sg else None  # s_t H_{t+1}
+    prev_seq = (mem_seq if firing else out) if need_beta else None  # m_t, post-reset
+    ins = (syn_seq if synaptic else xs) if ema and need_beta else None  # I_t
+    beta_threshold = beta * threshold if firing else None
 
-    def slopes(start: int, stop: int) -> tuple[Tensor, ...]:
-        """``f'(z_t)`` for the steps ``start:stop``, one call for all of them."""
-        into = buffer[: stop - start]
+    def slopes(start: int, stop: int) -> Tensor:
+        """``f'(z_t)`` for the steps ``start:stop``, stacked (in ``block`` where it can be)."""
+        into = block[: stop - start]
         if spike is None:  # sigmoid(4 z): f' = 4 s (1 - s)
             s = out[start:stop]
-            return torch.addcmul(s, s, s, value=-1, out=into).mul_(4).unbind(0)
+            return torch.addcmul(s, s, s, value=-1, out=into).mul_(4)
         surrogate = SURROGATES[spike.surrogate]
         if z_seq is not None:  # kept for the backward: not to be overwritten
-            return surrogate.derivative(z_seq[start:stop], spike.slope).unbind(0)
+            return surrogate.derivative(z_seq[start:stop], spike.slope)
         # from the kept membranes: u_t = m_t + s_t threshold, z_t = u_t (+ bias) - threshold
         z = torch.addcmul(mem_seq[start:stop], out[start:stop], threshold, out=into)
         z = (z if bias is None else z.add_(bias)).sub_(threshold)
         derivative = _IN_PLACE.get(surrogate.derivative, surrogate.derivative)
-        return derivative(z, spike.slope).unbind(0)
+        return derivative(z, spike.slope)
 
-    mems = (mem_seq if firing else out).unbind(0) if need_beta else None  # post-reset
-    ins = (syn_seq if synaptic else xs).unbind(0) if ema and need_beta else None
-    if need_alpha:
-        x_s, syn_s = xs.unbind(0), syn_seq.unbind(0)
-    # H_t = dL/du_t can be written straight into dL/dx_t without a synaptic trace or EMA
-    h_into_x = need_x and not synaptic and not ema
-    if need_x and mem_seq is not None and not _graph_kept():
-        # dL/dx_t goes into the kept (post-reset) membranes' buffer: step t writes slot t
-        # after the last read of m_t (the slopes of its chunk, then d beta at step t + 1),
-        # and the graph, the buffer's only other reader, is freed after this backward. One
-        # whole-sequence buffer fewer to allocate, whose first writes would fault in pages.
-        grad_xs = mem_seq
-    else:
-        grad_xs = sequence_buffer(out) if need_x else None
-    gxs = grad_xs.unbind(0) if need_x else None
-    one_minus_beta = 1 - beta if ema and need_in else None
-    one_minus_alpha = 1 - alpha if synaptic and need_x else None
-
-    g = g_mem if g_mem is not None else zero  # G_t = dL/dm_t, carried backwards
-    c = g_syn if g_syn is not None else zero  # alpha K_{t+1}: dL/dsyn_t from later steps
-    acc_beta = torch.zeros_like(zero) if need_beta else None
-    acc_dz = torch.zeros_like(zero) if need_dz else None
-    acc_sg = torch.zeros_like(zero) if firing and need_th else None
-    acc_alpha = torch.zeros_like(zero) if need_alpha else None
     for stop in range(steps, 0, -chunk):
         start = max(stop - chunk, 0)
-        dfs = slopes(start, stop) if firing else ()
-        for t in range(stop - 1, start - 1, -1):
-            h_dst = gxs[t] if h_into_x else None
-            if firing:
-                df = dfs[t - start]
-                dz = torch.addcmul(g_outs[t], g, threshold, value=-1).mul_(df)  # dL/dz_t
-                h = torch.add(g, dz, out=h_dst)
-                if need_dz:
-                    acc_dz.add_(dz)
-                if acc_sg is not None:
-                    acc_sg.addcmul_(ss[t], g)
+        n = stop - start
+        hc = hbuf[:n] if into_mem else h[start:stop]  # H_start .. H_{stop-1}
+        hcs = hc.unbind(0)
+        h_after = hs[stop] if stop < steps else None  # H_stop, from the block after
+        # B_t (and H_{T-1}), then A_t
+        if firing:
+            df = slopes(start, stop)
+            if g_out is None:
+                hc.zero_()
             else:
-                h = torch.add(g_outs[t], g, out=h_dst)
-            if need_beta:
-                prev = mems[t - 1] if t > 0 else mem0  # m_{t-1}
-                if ema:
-                    prev = prev - ins[t]
-                acc_beta.addcmul_(h, prev)
-            if t > 0 or need_mem:
-                g = h * beta
-            if not need_in or h_into_x:
-                continue
-            if not synaptic:  # hence EMA, and dL/dx_t is wanted
-                torch.mul(h, one_minus_beta, out=gxs[t])
-                continue
-            d_in = h * one_minus_beta if ema else h  # dL/dI_t
-            k = d_in + c  # K_t = dL/dsyn_t
-            if t > 0 or need_syn:
-                c = k * alpha
-            if need_x:
-                torch.mul(k, one_minus_alpha, out=gxs[t])
-            if need_alpha:
-                acc_alpha.addcmul_(k, (syn_s[t - 1] if t > 0 else syn0) - x_s[t])
+                torch.mul(g_out[start:stop], df, out=hc)
+            if stop == steps and g_mem is not None:  # + (1 - threshold f') G_{T-1}
+                hcs[-1].add_(g_mem).addcmul_(df[-1], g_mem * threshold, value=-1)
+            factors = torch.addcmul(beta, df, beta_threshold, value=-1, out=block[:n]).unbind(0)
+            bases = hcs  # B_t, then H_t in place
+        else:  # B_t = o_t: read where it is
+            if stop == steps:
+                if g_out is None:
+                    hcs[-1].zero_()
+                else:
+                    hcs[-1].copy_(g_out[last])
+                if g_mem is not None:
+                    hcs[-1].add_(g_mem)
+            factors = (beta,) * n
+            bases = g_out[start:stop].unbind(0) if g_out is not None else None
+        # the recursion, one step at a time: H_t = A_t H_{t+1} + B_t
+        for i in range(n - 1 if stop == steps else n, 0, -1):
+            after = hcs[i] if i < n else h_after
+            if bases is None:
+                torch.mul(after, beta, out=hcs[i - 1])
+            else:
+                torch.addcmul(bases[i - 1], factors[i - 1], after, out=hcs[i - 1])
+        # the sums over time: G_t = beta H_{t+1} (t < T-1), so dL/dz_t = H_t - beta H_{t+1}
+        if need_dz:
+            if n > 1:
+                acc_dz.add_(
+                    torch.addcmul(hc[:-1], hc[1:], beta, value=-1, out=block[: n - 1]).sum(0)
+                )
+            acc_dz.add_(hcs[-1])
+            if h_after is not None:
+                acc_dz.addcmul_(h_after, beta, value=-1)
+            elif g_mem is not None:  # dL/dz_{T-1} = H_{T-1} - G_{T-1}
+                acc_dz.sub_(g_mem)
+        if need_sg:  # s_t H_{t+1}; s_{T-1} G_{T-1} is added at the end
+            if n > 1:
+                acc_sh.add_(torch.mul(out[start : stop - 1], hc[1:], out=block[: n - 1]).sum(0))
+            if h_after is not None:
+                acc_sh.addcmul_(out[stop - 1], h_after)
+        if need_beta:  # H_t m_{t-1}, m_{-1} = mem_0 (EMA: H_t (m_{t-1} - I_t))
+            if start == 0:
+                acc_beta.addcmul_(hcs[0], mem0)
+                if n > 1:
+                    acc_beta.add_(torch.mul(hc[1:], prev_seq[: n - 1], out=block[: n - 1]).sum(0))
+            else:
+                acc_beta.add_(torch.mul(hc, prev_seq[start - 1 : stop - 1], out=block[:n]).sum(0))
+            if ema:
+                acc_beta.sub_(torch.mul(hc, ins[start:stop], out=block[:n]).sum(0))
+        if into_mem:  # m_start .. m_{stop-1} have been read for the last time
+            h[start:stop].copy_(hc)
 
-    grads: list[Tensor | None] = [grad_xs, None, None, None, None, None, None]
+    grads: list[Tensor | None] = [None] * 7
     if need_mem:
-        grads[1] = g
-    if need_syn:
-        grads[2] = c
-    if need_alpha:
-        grads[3] = acc_alpha.sum_to_size(alpha.shape)
+        grads[1] = hs[0] * beta  # G_{-1} = dL/dmem_0
     if need_beta:
         grads[4] = acc_beta.sum_to_size(beta.shape)
-    if need_th:
-        grads[5] = acc_sg.add_(acc_dz).neg_().sum_to_size(threshold.shape)
-    if need_bias:
-        grads[6] = acc_dz.sum_to_size(bias.shape)
+    if need_dz:
+        dz_sum = acc_dz
+        if need_bias:
+            grads[6] = dz_sum.sum_to_size(bias.shape)
+        if need_th:
+            # dL/dthreshold = -sum_t (s_t G_t + dL/dz_t), G_t = beta H_{t+1}, G_{T-1} given
+            sg = acc_sh.mul_(beta)
+            if g_mem is not None:
+                sg.addcmul_(out[last], g_mem)
+            grads[5] = sg.add_(dz_sum).neg_().sum_to_size(threshold.shape)
+    if need_in:
+        d_in = h.mul_(1 - beta) if ema else h  # dL/dI_t
+        if synaptic:
+            # K_t = dL/dI_t + alpha K_{t+1}, K_{T-1} = dL/dI_{T-1} + dL/dsyn_{T-1}
+            if g_syn is not None:
+                hs[last].add_(g_syn)
+            for t in range(last - 1, -1, -1):
+                hs[t].addcmul_(alpha, hs[t + 1])
+            if need_syn:
+                grads[2] = hs[0] * alpha
+            if need_alpha:  # sum_t K_t (syn_{t-1} - x_t), syn_{-1} = syn_0
+                acc_alpha = torch.mul(hs[0], syn0 - xs[0])
+                if steps > 1:
+                    diff = torch.sub(syn_seq[:-1], xs[1:])
+                    acc_alpha += diff.mul_(d_in[1:]).sum(0)
+                grads[3] = acc_alpha.sum_to_size(alpha.shape)
+            if need_x:
+                grads[0] = d_in.mul_(1 - alpha)
+        elif need_x:
+            grads[0] = d_in
     return (*grads, None)
 
 
@@ -434,12 +487,13 @@ def _fits(xs: Tensor, tensors: tuple[Tensor | None, ...], step: torch.Size, stat
             return False
         if i < states and v.shape != step:
             return False
-        if i >= states:
-            try:
-                if torch.broadcast_shapes(v.shape, step) != step:
-                    return False
-            except RuntimeError:
-                return False
+        if i >= states and (
+            v.dim() > len(step)
+            or any(
+                n != 1 and n != m for n, m in zip(reversed(v.shape), reversed(step), strict=False)
+            )
+        ):
+            return False
     return True
 
 
