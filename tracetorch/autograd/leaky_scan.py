@@ -325,7 +325,6 @@ def _backward(
     # nothing reads them any more (after the block): no whole-sequence buffer more.
     into_mem = mem_seq is not None and not _graph_kept()
     h = mem_seq if into_mem else sequence_buffer(out)
-    hs = h.unbind(0)
     blocks = out[:chunk]  # the shape of a block of steps (buffers from the cache: no faults)
     hbuf = sequence_buffer(blocks) if into_mem else None  # a block's H before it moves to h
     block = sequence_buffer(blocks)  # f', then A', then the products summed over time
@@ -359,7 +358,7 @@ def _backward(
         n = stop - start
         hc = hbuf[:n] if into_mem else h[start:stop]  # H_start .. H_{stop-1}
         hcs = hc.unbind(0)
-        h_after = hs[stop] if stop < steps else None  # H_stop, from the block after
+        h_after = h[stop] if stop < steps else None  # H_stop, from the block after
         # B_t (and H_{T-1}), then A_t
         if firing:
             df = slopes(start, stop)
@@ -418,7 +417,7 @@ def _backward(
 
     grads: list[Tensor | None] = [None] * 7
     if need_mem:
-        grads[1] = hs[0] * beta  # G_{-1} = dL/dmem_0
+        grads[1] = h[0] * beta  # G_{-1} = dL/dmem_0
     if need_beta:
         grads[4] = acc_beta.sum_to_size(beta.shape)
     if need_dz:
@@ -435,6 +434,7 @@ def _backward(
         d_in = h.mul_(1 - beta) if ema else h  # dL/dI_t
         if synaptic:
             # K_t = dL/dI_t + alpha K_{t+1}, K_{T-1} = dL/dI_{T-1} + dL/dsyn_{T-1}
+            hs = h.unbind(0)
             if g_syn is not None:
                 hs[last].add_(g_syn)
             for t in range(last - 1, -1, -1):
