@@ -4,8 +4,9 @@
 needs, into ``[T, ...]`` buffers of a few megabytes each. On the CPU a fresh buffer of that
 size costs a page fault per 4 KiB page the first time it is written: the C allocator maps
 large blocks anew and hands freed ones back to the operating system, so a training loop pays
-the faults at every call (measured on the benchmark network, T = 25, batch 64: about a
-thousand faults and 5 % of the training time; at T = 100, 15 %). So the scans take their
+the faults at every call (measured on the network of ``benchmarks/sequence.py``, batch 64:
+800 to 1,600 faults per training step, and about 7 % of its time at T = 25, 18 % at
+T = 100). So the scans take their
 buffers from this cache: a buffer is handed out again once no tensor uses its memory any
 more (the outputs the caller kept, the tensors autograd saved and the gradients it passed on
 all count as uses), and a buffer still in use is never handed out twice.
