@@ -6,10 +6,10 @@ size costs a page fault per 4 KiB page the first time it is written: the C alloc
 large blocks anew and hands freed ones back to the operating system, so a training loop pays
 the faults at every call (measured on the network of ``benchmarks/sequence.py``, batch 64:
 800 to 1,600 faults per training step, and about 7 % of its time at T = 25, 18 % at
-T = 100). So the scans take their
-buffers from this cache: a buffer is handed out again once no tensor uses its memory any
-more (the outputs the caller kept, the tensors autograd saved and the gradients it passed on
-all count as uses), and a buffer still in use is never handed out twice.
+T = 100). So the scans take their buffers from this cache: a buffer is handed out again
+once no tensor uses its memory any more (the outputs the caller kept, the tensors autograd
+saved and the gradients it passed on all count as uses), and a buffer still in use is never
+handed out twice.
 
 The cache holds at most :func:`cache_limit` bytes (1 GiB unless :func:`set_cache_limit` says
 otherwise), dropping the buffers of the shapes used least recently first, and only CPU
@@ -31,15 +31,17 @@ __all__ = ["cache_limit", "empty_cache", "sequence_buffer", "set_cache_limit"]
 
 _MIN_BYTES = 128 * 1024  # glibc's default mmap threshold: smaller blocks come from its heap
 
-# How many references a cached buffer's memory has when the cache alone holds it (the
-# cached tensor, plus the storage object that the count is read through).
+# A private torch function: without it the cache stays off (every call allocates anew)
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 def _use_count(tensor: Tensor) -> int:
+    """How many references the memory of ``tensor`` has (tensors, views, storage objects)."""
     return _storage_use_count(tensor.untyped_storage()._cdata)
 
 
+# The count of a buffer that the cache alone holds: the cached tensor, plus the storage
+# object the count is read through
 _ALONE = _use_count(torch.empty(1)) if _storage_use_count is not None else -1
 
 _Key = tuple[torch.Size, tuple[int, ...], torch.dtype, bool]
