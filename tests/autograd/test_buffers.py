@@ -81,8 +81,11 @@ def test_a_buffer_in_use_is_never_handed_out_twice() -> None:
     assert sequence_buffer(like).data_ptr() not in addresses
 
 
-def test_small_tensors_and_a_zero_limit_bypass_the_cache() -> None:
+def test_small_sparse_and_subclassed_tensors_and_a_zero_limit_bypass_the_cache() -> None:
     sequence_buffer(torch.empty(4, 8))
+    sparse = sequence_buffer(torch.zeros(BIG).to_sparse())
+    assert sparse.layout == torch.sparse_coo and sparse.shape == BIG
+    sequence_buffer(torch.nn.Parameter(torch.empty(BIG)))
     assert buffers._held == 0
     set_cache_limit(0)
     sequence_buffer(torch.empty(BIG))

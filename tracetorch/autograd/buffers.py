@@ -55,8 +55,9 @@ def sequence_buffer(like: Tensor) -> Tensor:
     """An uninitialized tensor shaped like ``like``, from the cache where one is free.
 
     The same as ``torch.empty_like(like)`` (its values are garbage, its strides those
-    ``empty_like`` gives), but a CPU tensor of at least 128 KiB comes from the cache when it
-    holds a free one of the same shape, strides and dtype, and a new one is added to it.
+    ``empty_like`` gives), but a dense CPU tensor of at least 128 KiB comes from the cache
+    when it holds a free one of the same shape, strides and dtype, and a new one is added to
+    it.
 
     Args:
         like: The tensor whose shape, strides, dtype and device the buffer takes.
@@ -78,6 +79,7 @@ def sequence_buffer(like: Tensor) -> Tensor:
         nbytes < _MIN_BYTES
         or nbytes > _limit
         or like.device.type != "cpu"
+        or like.layout != torch.strided
         or type(like) is not Tensor
         or _ALONE < 0
     ):
