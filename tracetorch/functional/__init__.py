@@ -4,7 +4,7 @@ from .alif import alif_step
 from .decay import decay_to_halflife, decay_to_timesteps, halflife_to_decay, timesteps_to_decay
 from .integrate import leaky_integrate, subtract_product
 from .leaky import LeakyConfig, fire, leaky_step, split_sign
-from .minigru import minigru_step
+from .minigru import minigru_sequence, minigru_step
 from .quantize import probabilistic_ste, round_ste, stochastic_round_ste
 from .recurrent import gru_step, lstm_step, rnn_step
 from .spike import sigmoid4x
@@ -21,6 +21,7 @@ __all__ = [
     "leaky_integrate",
     "leaky_step",
     "lstm_step",
+    "minigru_sequence",
     "minigru_step",
     "probabilistic_ste",
     "rnn_step",

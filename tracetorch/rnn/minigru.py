@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..functional.minigru import minigru_step
+from ..functional.minigru import minigru_sequence, minigru_step
 from .layer import Layer
 
 __all__ = ["MiniGRU"]
@@ -65,3 +65,29 @@ class MiniGRU(Layer):
         h = self._from_working_dim(h)
         self._write_states({"H": h})
         return h
+
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """A whole sequence: ``xs`` ``[T, *step_shape]`` in, the hidden states out.
+
+        The input's share of the gates and the candidate is one matrix product over all
+        steps, before the time loop (:func:`tracetorch.functional.minigru_sequence`). Equal
+        to calling :meth:`forward` on each step, up to rounding; the state left is the last
+        step's.
+        """
+        xs, states = self._read_sequence_states(xs)
+        step_dim = self.dim if self.dim < 0 else self.dim + 1  # dim counted in one step
+        last = step_dim == -1 or step_dim == xs.dim() - 1
+        gates, candidate = self.gates, self.candidate
+        try:
+            hs = minigru_sequence(
+                self._to_working_dim(states["H"]),
+                xs if last else xs.movedim(step_dim, -1),
+                gates.weight,
+                gates.bias,
+                candidate.weight,
+                candidate.bias,
+            )
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(xs[0], states, error)
+        self._write_states({"H": self._from_working_dim(hs[-1])})
+        return hs if last else hs.movedim(-1, step_dim)
