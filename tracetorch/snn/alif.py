@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import torch
 from torch import Tensor
 
 from ..functional.alif import alif_step
@@ -112,6 +113,28 @@ class ALIF(Layer):
             self._step_failed(x, states, error)
         self._write_states(new)
         return out
+
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        """A whole sequence at once: ``xs`` ``[T, *step_shape]`` in, the spikes out.
+
+        The parameters are read once per sequence and the time loop of
+        :func:`~tracetorch.functional.alif_step` runs with the states in local variables,
+        without the layer's per-step state reads and writes. The same operations as calling
+        :meth:`forward` on each step, so the same results bit for bit; the states left are
+        the last step's.
+        """
+        xs, states = self._read_sequence_states(xs)
+        params = self._parameter_values(xs.dim() - 1)
+        state: Mapping[str, Tensor] = states
+        outs = []
+        try:
+            for x in xs.unbind(0):
+                out, state = alif_step(x, state, params, self.spike_fn)
+                outs.append(out)
+        except Exception as error:  # nothing was written: say why if the input explains it
+            self._step_failed(xs[0], states, error)
+        self._write_states(dict(state))
+        return torch.stack(outs)
 
     def extra_repr(self) -> str:
         spike = getattr(self.spike_fn, "__name__", repr(self.spike_fn))
