@@ -327,7 +327,8 @@ def _backward(
     h = mem_seq if into_mem else sequence_buffer(out)
     blocks = out[:chunk]  # the shape of a block of steps (buffers from the cache: no faults)
     hbuf = sequence_buffer(blocks) if into_mem else None  # a block's H before it moves to h
-    block = sequence_buffer(blocks)  # f', then A', then the products summed over time
+    # f', then A', then the products summed over time
+    block = sequence_buffer(blocks) if firing or need_beta else None
     # the sums over time, step-sized: each block adds its own sum (a block's products in
     # ``block`` first)
     step = out[0]
