@@ -18,7 +18,9 @@ tracetorch computes them once per sequence and caches them); for inference every
 baseline has its decays precomputed. Without autograd, tracetorch runs the leaky step as one
 fused ``torch.addcmul``; the inference table therefore also times the plain network
 hand-fused the same way, so that the cost of the state machinery alone (module calls,
-state checks) shows too.
+state checks) shows too, and the plain network written as tracetorch's is: each neuron layer
+an ``nn.Module`` holding its membrane and called once per step, with nothing checked. That
+one is the floor of any step mode in which each layer is a module that keeps its own states.
 
 Run ``python benchmarks/overhead.py`` (``--smoke`` for a seconds-long run that only checks
 the script works; CI uses it).
@@ -37,6 +39,7 @@ import tracetorch as tt
 SIZES = (784, 256, 256, 10)
 OURS = "tracetorch (Decay layers)"
 FUSED = "plain, one call per step, hand-fused"
+MODULES = "plain, a module per layer holding its state"
 
 
 class TTNet(tt.Model):
@@ -111,6 +114,39 @@ class PlainNet(nn.Module):
         return torch.stack(outs)
 
 
+class PlainDecay(nn.Module):
+    """A neuron layer as one writes it by hand: the membrane an attribute, no checks at all."""
+
+    def __init__(self, beta: torch.Tensor) -> None:
+        super().__init__()
+        self.beta = beta
+        self.mem: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem = self.mem
+        self.mem = x if mem is None else torch.addcmul(x, mem, self.beta)
+        return self.mem
+
+
+class PlainModules(nn.Module):
+    """The network shaped as tracetorch's, in plain PyTorch: each layer keeps its membrane."""
+
+    def __init__(self, source: PlainNet) -> None:
+        super().__init__()
+        assert source.betas is not None, "bake() the source first: inference only"
+        self.fc1, self.fc2, self.fc3 = source.fc1, source.fc2, source.fc3
+        self.lif1, self.lif2 = (PlainDecay(beta) for beta in source.betas)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(self.lif2(self.fc2(self.lif1(self.fc1(x)))))
+
+
+def run_plain_modules(model: PlainModules, xs: torch.Tensor) -> torch.Tensor:
+    """As :func:`run_tt`: forget the membranes, then one call per timestep."""
+    model.lif1.mem = model.lif2.mem = None
+    return torch.stack([model(x) for x in xs])
+
+
 def run_plain_steps(model: PlainNet, xs: torch.Tensor, fused: bool = False) -> torch.Tensor:
     """The plain network called once per timestep, its membranes kept by the caller."""
     step = model.fused if fused else model
@@ -156,15 +192,18 @@ def main() -> None:
     xs1 = torch.rand(steps, 1, SIZES[0])
     ours.TTcompile()
     plain.bake()
+    modules = PlainModules(plain)
     with torch.inference_mode():
         torch.testing.assert_close(run_tt(ours, xs1), run_plain_steps(plain, xs1))
         torch.testing.assert_close(run_tt(ours, xs1), run_plain_steps(plain, xs1, fused=True))
+        torch.testing.assert_close(run_tt(ours, xs1), run_plain_modules(modules, xs1))
         infer = compare(
             "inference (batch 1, TTcompile'd, inference_mode)",
             {
                 STEP: lambda: run_plain_steps(plain, xs1),
                 LOOP: lambda: plain.sequence(xs1),
                 FUSED: lambda: run_plain_steps(plain, xs1, fused=True),
+                MODULES: lambda: run_plain_modules(modules, xs1),
                 OURS: lambda: run_tt(ours, xs1),
             },
             repeats * 4,
@@ -179,6 +218,11 @@ def main() -> None:
         f"tracetorch ratio vs one-call-per-step plain: training {train[OURS]:.3f}, batch-1 "
         f"inference {infer[OURS]:.3f}; batch-1 inference vs the hand-fused plain step "
         f"{infer[OURS] / infer[FUSED]:.3f}"
+    )
+    print(
+        f"the floor of a step mode with a module per layer: the plain module-per-layer network "
+        f"vs the loop inline {infer[MODULES] / infer[LOOP]:.3f}; tracetorch vs it "
+        f"{infer[OURS] / infer[MODULES]:.3f}"
     )
 
 
