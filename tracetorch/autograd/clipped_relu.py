@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .function import apply
+
 __all__ = ["ClippedReLUFunction", "clipped_relu"]
 
 
@@ -58,4 +60,4 @@ def clipped_relu(x: Tensor, clip_val: float = 1.0) -> Tensor:
     """
     if clip_val <= 0:
         raise ValueError(f"clipped_relu: clip_val must be positive, got {clip_val}")
-    return ClippedReLUFunction.apply(x, clip_val)
+    return apply(ClippedReLUFunction, x, clip_val)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .function import apply
+
 __all__ = ["Cube", "Exp", "ReLU", "Sigmoid", "Square", "Tanh"]
 __all__ += ["cube", "exp", "relu", "sigmoid", "square", "tanh"]
 
@@ -111,7 +113,7 @@ def square(x: Tensor) -> Tensor:
         >>> x.grad
         tensor(4.)
     """
-    return Square.apply(x)
+    return apply(Square, x)
 
 
 def cube(x: Tensor) -> Tensor:
@@ -129,7 +131,7 @@ def cube(x: Tensor) -> Tensor:
         >>> x.grad
         tensor(12.)
     """
-    return Cube.apply(x)
+    return apply(Cube, x)
 
 
 def exp(x: Tensor) -> Tensor:
@@ -145,7 +147,7 @@ def exp(x: Tensor) -> Tensor:
         >>> exp(torch.tensor([0.0, 1.0]))
         tensor([1.0000, 2.7183])
     """
-    return Exp.apply(x)
+    return apply(Exp, x)
 
 
 def relu(x: Tensor) -> Tensor:
@@ -161,7 +163,7 @@ def relu(x: Tensor) -> Tensor:
         >>> relu(torch.tensor([-1.0, 0.5]))
         tensor([0.0000, 0.5000])
     """
-    return ReLU.apply(x)
+    return apply(ReLU, x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -177,7 +179,7 @@ def sigmoid(x: Tensor) -> Tensor:
         >>> sigmoid(torch.tensor([0.0]))
         tensor([0.5000])
     """
-    return Sigmoid.apply(x)
+    return apply(Sigmoid, x)
 
 
 def tanh(x: Tensor) -> Tensor:
@@ -195,4 +197,4 @@ def tanh(x: Tensor) -> Tensor:
         >>> x.grad
         tensor(1.)
     """
-    return Tanh.apply(x)
+    return apply(Tanh, x)

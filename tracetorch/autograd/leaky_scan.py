@@ -18,6 +18,7 @@ from torch import Tensor
 from ..functional.leaky import LeakyConfig, Reset, leaky_step
 from ..functional.spike import sigmoid4x
 from .buffers import sequence_buffer
+from .function import apply
 from .surrogate import _IN_PLACE, SURROGATES, SpikeFn
 
 __all__ = ["LeakyScan", "leaky_scan", "scan_supported"]
@@ -293,7 +294,7 @@ class LeakyScan(torch.autograd.Function):
         with torch.no_grad():
             grads = _backward(ctx, g_out, g_mem, g_syn)
         anchor = ctx.saved_tensors[7]  # the outputs: their graph leads to every input
-        return tuple(None if g is None else _NoDoubleBackward.apply(g, anchor) for g in grads)
+        return tuple(None if g is None else apply(_NoDoubleBackward, g, anchor) for g in grads)
 
 
 def _graph_kept() -> bool:
@@ -604,7 +605,7 @@ def leaky_scan(
             keep_syn=need_alpha or (synaptic and ema and need_beta),
             keep_xs=need_alpha or (not synaptic and ema and need_beta),
         )
-        out, mem, syn, *_ = LeakyScan.apply(xs, mem, syn, alpha, beta, threshold, bias, spec)
+        out, mem, syn, *_ = apply(LeakyScan, xs, mem, syn, alpha, beta, threshold, bias, spec)
     else:
         spec = _Spec(synaptic, ema, binary, spike, True, False, False, False, False)
         out, mem, syn, *_ = _scan_forward(xs, mem, syn, alpha, beta, threshold, bias, spec)

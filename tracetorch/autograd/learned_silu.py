@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .function import apply
+
 __all__ = ["LearnedSiLU", "learned_silu"]
 
 
@@ -64,4 +66,4 @@ def learned_silu(x: Tensor, slope: Tensor | float) -> Tensor:
     """
     if not isinstance(slope, Tensor):
         slope = torch.tensor(slope, dtype=x.dtype, device=x.device)
-    return LearnedSiLU.apply(x, slope)
+    return apply(LearnedSiLU, x, slope)

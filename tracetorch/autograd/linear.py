@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .function import apply
+
 __all__ = ["Linear", "linear"]
 
 
@@ -88,4 +90,4 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         >>> b.grad
         tensor([1., 1.])
     """
-    return Linear.apply(x, weight, bias)
+    return apply(Linear, x, weight, bias)

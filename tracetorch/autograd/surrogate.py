@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .function import apply
+
 __all__ = ["SURROGATES", "Heaviside", "SpikeFn", "Surrogate", "heaviside", "spike_fn"]
 
 
@@ -180,7 +182,7 @@ def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
         # autograd.Function machinery (most of a spiking step's cost at batch 1).
         # torch.func.grad re-enables grad inside its transform, so it still takes the Function.
         return _above(x, 0)
-    return Heaviside.apply(x, surrogate, slope)
+    return apply(Heaviside, x, surrogate, slope)
 
 
 def _above(v: Tensor, threshold: Tensor | float) -> Tensor:

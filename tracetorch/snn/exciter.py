@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from ..autograd.function import apply
 from .layer import Layer
 
 __all__ = ["Exciter", "ExciterFunction"]
@@ -165,9 +166,9 @@ class Exciter(Layer):
         self._check_input(x)
         # len(): torch.compile guards on a dict's length, not on its truth value
         if len(self._backward_callbacks) > 0:
-            apply = _eager_apply if _eager_apply is not None else _apply_eagerly()
-            return apply(x, self.low, self.high, self.select_last, self.dim, self)
-        return ExciterFunction.apply(x, self.low, self.high, self.select_last, self.dim, None)
+            eager = _eager_apply if _eager_apply is not None else _apply_eagerly()
+            return eager(x, self.low, self.high, self.select_last, self.dim, self)
+        return apply(ExciterFunction, x, self.low, self.high, self.select_last, self.dim, None)
 
     def forward_sequence(self, xs: Tensor) -> Tensor:
         """A whole sequence ``[T, *step_shape]`` at once: the clamp has no state, so one call."""
@@ -175,9 +176,9 @@ class Exciter(Layer):
         self._check_input(xs[0])
         dim = self.dim if self.dim < 0 else self.dim + 1
         if len(self._backward_callbacks) > 0:
-            apply = _eager_apply if _eager_apply is not None else _apply_eagerly()
-            return apply(xs, self.low, self.high, self.select_last, dim, self)
-        return ExciterFunction.apply(xs, self.low, self.high, self.select_last, dim, None)
+            eager = _eager_apply if _eager_apply is not None else _apply_eagerly()
+            return eager(xs, self.low, self.high, self.select_last, dim, self)
+        return apply(ExciterFunction, xs, self.low, self.high, self.select_last, dim, None)
 
     def register_backward_callback(self, fn: BackwardCallback) -> RemovableHandle:
         """Register ``fn(layer, grad_output)`` to be called during every backward pass.

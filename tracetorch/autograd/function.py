@@ -1,0 +1,49 @@
+"""Calling a custom ``torch.autograd.Function`` without binding its arguments at every call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+try:  # what Function.apply does first, for tensors left over from a finished torch.func call
+    from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
+except ImportError:  # pragma: no cover - a torch without it has no such tensors to unwrap
+
+    def _unwrap_dead_wrappers(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return args
+
+
+__all__ = ["apply"]
+
+
+def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """``function.apply(*args)`` for a call that passes every argument of ``forward``.
+
+    For a Function written in the ``setup_context`` style (every Function in tracetorch),
+    ``Function.apply`` binds the arguments to ``forward``'s signature at every call, only to
+    fill in the defaults of arguments left out: ``inspect.signature`` and ``bind`` take about
+    10 µs, more than a spike's kernels on a ``[64, 256]`` step. When every argument is
+    given, that binding changes nothing, so this goes straight to the autograd machinery
+    ``Function.apply`` itself ends in. Under ``torch.compile`` (which recognizes
+    ``Function.apply`` when it traces) and under ``torch.func`` transforms (which dispatch the
+    Function their own way) it is ``function.apply(*args)`` unchanged.
+
+    Args:
+        function: A ``torch.autograd.Function`` subclass.
+        *args: Every argument of ``function.forward``, positionally.
+
+    Returns:
+        What ``function.apply(*args)`` returns.
+
+    Example:
+        >>> import torch
+        >>> from tracetorch.autograd import Square
+        >>> from tracetorch.autograd.function import apply
+        >>> x = torch.tensor([3.0], requires_grad=True)
+        >>> apply(Square, x)
+        tensor([9.], grad_fn=<SquareBackward>)
+    """
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*_unwrap_dead_wrappers(args))
