@@ -1,4 +1,4 @@
-"""tracetorch.autograd.function.apply: Function.apply without binding arguments at every call."""
+"""tracetorch.autograd.apply: Function.apply without binding arguments at every call."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import tracetorch as tt
-from tracetorch.autograd import Heaviside, LearnedSiLU, Linear, Square
-from tracetorch.autograd.function import apply
+from tracetorch.autograd import Heaviside, LearnedSiLU, Linear, Square, apply
 
 
 def _cases() -> list[tuple[type[torch.autograd.Function], tuple]]:

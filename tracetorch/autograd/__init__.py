@@ -5,9 +5,11 @@ layer, the surrogate spike and the Exciter's clamp have a vmap rule and work wit
 backward and with ``torch.func`` (``vmap``, ``grad``, ``jacrev``). :class:`LeakyScan`, the
 whole-sequence scan behind sequence mode, is first-order: ``torch.func.grad`` works, a second
 derivative raises a clear error. Each class has a lowercase functional helper
-(``Square`` -> :func:`square`, ...). On the CPU the scan takes its ``[T, ...]`` buffers from
-a cache that reuses them between calls (:func:`sequence_buffer`; :func:`empty_cache`,
-:func:`set_cache_limit`).
+(``Square`` -> :func:`square`, ...), which calls it through :func:`apply`: ``Function.apply``
+minus the signature binding torch does at every call of a ``setup_context`` Function (use it
+for your own Functions too, passing every argument). On the CPU the scan takes its
+``[T, ...]`` buffers from a cache that reuses them between calls (:func:`sequence_buffer`;
+:func:`empty_cache`, :func:`set_cache_limit`).
 """
 
 from .buffers import cache_limit, empty_cache, sequence_buffer, set_cache_limit
@@ -26,6 +28,7 @@ from .elementwise import (
     square,
     tanh,
 )
+from .function import apply
 from .leaky_scan import LeakyScan, leaky_scan, scan_supported
 from .learned_silu import LearnedSiLU, learned_silu
 from .linear import Linear, linear
@@ -46,6 +49,7 @@ __all__ = [
     "Square",
     "Surrogate",
     "Tanh",
+    "apply",
     "cache_limit",
     "clipped_relu",
     "cube",

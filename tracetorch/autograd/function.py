@@ -38,8 +38,7 @@ def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
 
     Example:
         >>> import torch
-        >>> from tracetorch.autograd import Square
-        >>> from tracetorch.autograd.function import apply
+        >>> from tracetorch.autograd import Square, apply
         >>> x = torch.tensor([3.0], requires_grad=True)
         >>> apply(Square, x)
         tensor([9.], grad_fn=<SquareBackward>)
