@@ -83,3 +83,63 @@ def test_compiles_without_a_graph_break() -> None:
     torch.testing.assert_close(out, x.detach() ** 2 + 1)
     out.sum().backward()
     torch.testing.assert_close(x.grad, 2 * x.detach())
+
+
+class _Scaled(torch.autograd.Function):
+    """``x * scale`` with a default scale: Function.apply fills it in by binding."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+        return x * scale
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.scale = inputs
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+class _OldStyle(torch.autograd.Function):
+    """The older ``ctx``-first style, which Function.apply does not bind."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x * 3
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 3
+
+
+class _Variadic(torch.autograd.Function):
+    @staticmethod
+    def forward(*xs: torch.Tensor) -> torch.Tensor:
+        return sum(xs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.n = len(inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (grad,) * ctx.n
+
+
+@pytest.mark.parametrize(
+    "function, args, value, grad",
+    [
+        (_Scaled, (), 2.0, 2.0),  # the default, filled in by Function.apply
+        (_Scaled, (5.0,), 5.0, 5.0),
+        (_OldStyle, (), 3.0, 3.0),
+        (_Variadic, (), 1.0, 1.0),
+    ],
+    ids=["default left out", "every argument", "ctx style", "*args"],
+)
+def test_any_function_and_call_gives_what_function_apply_gives(function, args, value, grad):
+    x = torch.ones(2, requires_grad=True)
+    out = apply(function, x, *args)
+    torch.testing.assert_close(out, torch.full((2,), value))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((2,), grad))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from typing import Any
 
 import torch
@@ -16,6 +18,24 @@ except ImportError:  # pragma: no cover - a torch without it has no such tensors
 
 __all__ = ["apply"]
 
+# How many positional arguments each Function's forward takes, when binding them can be
+# skipped (a setup_context Function whose forward takes plain positional parameters); -1
+# where Function.apply is always used. Weak keys: a Function class made on the fly goes away.
+_ARITY: weakref.WeakKeyDictionary[type, int] = weakref.WeakKeyDictionary()
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _arity(function: type[torch.autograd.Function]) -> int:
+    n = _ARITY.get(function)
+    if n is None:
+        n = -1
+        if function.setup_context is not torch.autograd.Function.setup_context:
+            parameters = inspect.signature(function.forward).parameters.values()
+            if all(p.kind in _PLAIN for p in parameters):
+                n = len(parameters)
+        _ARITY[function] = n
+    return n
+
 
 def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
     """``function.apply(*args)`` for a call that passes every argument of ``forward``.
@@ -25,9 +45,11 @@ def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
     fill in the defaults of arguments left out: ``inspect.signature`` and ``bind`` take about
     10 µs, more than a spike's kernels on a ``[64, 256]`` step. When every argument is
     given, that binding changes nothing, so this goes straight to the autograd machinery
-    ``Function.apply`` itself ends in. Under ``torch.compile`` (which recognizes
-    ``Function.apply`` when it traces) and under ``torch.func`` transforms (which dispatch the
-    Function their own way) it is ``function.apply(*args)`` unchanged.
+    ``Function.apply`` itself ends in. It is ``function.apply(*args)`` unchanged under
+    ``torch.compile`` (which recognizes ``Function.apply`` when it traces), under
+    ``torch.func`` transforms (which dispatch the Function their own way), when arguments are
+    left out, and for a ``forward`` with ``*args`` or keyword-only parameters or in the older
+    ``ctx`` style (which ``Function.apply`` does not bind).
 
     Args:
         function: A ``torch.autograd.Function`` subclass.
@@ -43,6 +65,10 @@ def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
         >>> apply(Square, x)
         tensor([9.], grad_fn=<SquareBackward>)
     """
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or len(args) != _arity(function)
+    ):
         return function.apply(*args)
     return super(torch.autograd.Function, function).apply(*_unwrap_dead_wrappers(args))
