@@ -56,10 +56,12 @@ def test_gradients_through_time_are_exact() -> None:
 
 
 def test_skips_the_signature_binding_outside_transforms(monkeypatch) -> None:
+    x = torch.randn(3, requires_grad=True)
+    apply(Square, x)  # the first call of a Function reads its signature once
+    tt.autograd.heaviside(x)
     calls = []
     signature = inspect.signature
     monkeypatch.setattr(inspect, "signature", lambda *a, **k: calls.append(1) or signature(*a, **k))
-    x = torch.randn(3, requires_grad=True)
     Square.apply(x)
     assert calls, "Function.apply no longer binds its arguments: the helper may be dropped"
     calls.clear()
