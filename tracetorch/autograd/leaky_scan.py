@@ -422,37 +422,37 @@ def _backward(
         grads[1] = h[0] * beta  # G_{-1} = dL/dmem_0
     if need_beta:
         grads[4] = acc_beta.sum_to_size(beta.shape)
-    if need_dz:
-        dz_sum = acc_dz
+    if need_dz:  # acc_dz = sum_t dL/dz_t
         if need_bias:
-            grads[6] = dz_sum.sum_to_size(bias.shape)
+            grads[6] = acc_dz.sum_to_size(bias.shape)
         if need_th:
             # dL/dthreshold = -sum_t (s_t G_t + dL/dz_t), G_t = beta H_{t+1}, G_{T-1} given
             sg = acc_sh.mul_(beta)
             if g_mem is not None:
                 sg.addcmul_(out[last], g_mem)
-            grads[5] = sg.add_(dz_sum).neg_().sum_to_size(threshold.shape)
+            grads[5] = sg.add_(acc_dz).neg_().sum_to_size(threshold.shape)
     if need_in:
-        d_in = h.mul_(1 - beta) if ema else h  # dL/dI_t
+        if ema:
+            h.mul_(1 - beta)  # dL/dI_t, in place
         if synaptic:
-            # K_t = dL/dI_t + alpha K_{t+1}, K_{T-1} = dL/dI_{T-1} + dL/dsyn_{T-1}
-            hs = h.unbind(0)
+            # K_t = dL/dI_t + alpha K_{t+1}, K_{T-1} = dL/dI_{T-1} + dL/dsyn_{T-1}, in place
+            ks = h.unbind(0)
             if g_syn is not None:
-                hs[last].add_(g_syn)
+                ks[last].add_(g_syn)
             for t in range(last - 1, -1, -1):
-                hs[t].addcmul_(alpha, hs[t + 1])
+                ks[t].addcmul_(alpha, ks[t + 1])
             if need_syn:
-                grads[2] = hs[0] * alpha
+                grads[2] = ks[0] * alpha
             if need_alpha:  # sum_t K_t (syn_{t-1} - x_t), syn_{-1} = syn_0
-                acc_alpha = torch.mul(hs[0], syn0 - xs[0])
+                acc_alpha = torch.mul(ks[0], syn0 - xs[0])
                 if steps > 1:
                     diff = torch.sub(syn_seq[:-1], xs[1:])
-                    acc_alpha += diff.mul_(d_in[1:]).sum(0)
+                    acc_alpha += diff.mul_(h[1:]).sum(0)
                 grads[3] = acc_alpha.sum_to_size(alpha.shape)
             if need_x:
-                grads[0] = d_in.mul_(1 - alpha)
+                grads[0] = h.mul_(1 - alpha)  # dL/dx_t = (1 - alpha) K_t
         elif need_x:
-            grads[0] = d_in
+            grads[0] = h
     return (*grads, None)
 
 
@@ -579,11 +579,11 @@ def leaky_scan(
         beta = params["beta"]
         threshold = params["threshold"] if binary else None
     except KeyError:  # let leaky_step name what is missing
-        return _loop(xs, states, params, config, spike_fn, quant_fn)
+        return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
     bias = params.get("bias") if binary else None
     tensors = (mem, syn, alpha, beta, threshold, bias)
     if not _fits(xs, tensors, xs.shape[1:], states=2):
-        return _loop(xs, states, params, config, spike_fn, quant_fn)
+        return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
 
     spike = spike_fn if binary and spike_fn is not sigmoid4x else None
     grad = torch.is_grad_enabled() and any(

@@ -164,21 +164,21 @@ class Exciter(Layer):
     def forward(self, x: Tensor) -> Tensor:
         """One step: ``x`` clamped (and narrowed to the last neuron with ``select_last``)."""
         self._check_input(x)
-        # len(): torch.compile guards on a dict's length, not on its truth value
-        if len(self._backward_callbacks) > 0:
-            eager = _eager_apply if _eager_apply is not None else _apply_eagerly()
-            return eager(x, self.low, self.high, self.select_last, self.dim, self)
-        return apply(ExciterFunction, x, self.low, self.high, self.select_last, self.dim, None)
+        return self._clamp(x, self.dim)
 
     def forward_sequence(self, xs: Tensor) -> Tensor:
         """A whole sequence ``[T, *step_shape]`` at once: the clamp has no state, so one call."""
         self._check_sequence(xs)
         self._check_input(xs[0])
-        dim = self.dim if self.dim < 0 else self.dim + 1
+        return self._clamp(xs, self.dim if self.dim < 0 else self.dim + 1)
+
+    def _clamp(self, x: Tensor, dim: int) -> Tensor:
+        """:class:`ExciterFunction` on ``x`` (neurons along ``dim``), with the callbacks."""
+        # len(): torch.compile guards on a dict's length, not on its truth value
         if len(self._backward_callbacks) > 0:
             eager = _eager_apply if _eager_apply is not None else _apply_eagerly()
-            return eager(xs, self.low, self.high, self.select_last, dim, self)
-        return apply(ExciterFunction, xs, self.low, self.high, self.select_last, dim, None)
+            return eager(x, self.low, self.high, self.select_last, dim, self)
+        return apply(ExciterFunction, x, self.low, self.high, self.select_last, dim, None)
 
     def register_backward_callback(self, fn: BackwardCallback) -> RemovableHandle:
         """Register ``fn(layer, grad_output)`` to be called during every backward pass.
