@@ -7,22 +7,23 @@ in one process and prints the ratio (tracetorch / plain; 1.00 means no overhead)
 
 - training: batch 64, 25 timesteps, forward + backward;
 - inference: batch 1, 25 timesteps under ``torch.inference_mode`` (tracetorch after
-  ``TTcompile()``, the plain network with its decays precomputed).
+  ``TTcompile()``, the plain network with its decays precomputed or computed once per call).
 
 The target ratios (1.03 training, 1.10 batch-1 inference) are against the plain network as
 one writes it by hand: the decays ``sigmoid(raw_beta)`` computed once per sequence, before
 the time loop, and ``mem * beta + x`` (two kernels) in it. For training that is the baseline
 ``plain, loop inline, transforms once`` (the other two plain baselines recompute the decays
 at every step, as a plain module reading a constrained parameter in its ``forward`` does;
-tracetorch computes them once per sequence and caches them); for inference every plain
-baseline has its decays precomputed. Without autograd, tracetorch runs the leaky step as one
-fused ``torch.addcmul``; the inference table therefore also times the plain network
-hand-fused the same way, so that the cost of the state machinery alone (module calls,
-state checks) shows too. Both tables also time the plain network written the way
-tracetorch's is: each neuron layer an ``nn.Module`` that keeps its membrane and is called
-once per step, with nothing checked (decays once per sequence, fused without autograd as
-tracetorch's are). That one is the floor of any step mode in which each layer is a module
-that keeps its own states.
+tracetorch computes them once per sequence and caches them). For inference that loop
+computes them in each call, before its loop, and the other plain baselines have them
+precomputed outside the call (stricter: they pay nothing for the transforms), so both ratios
+are printed. Without autograd, tracetorch runs the leaky step as one fused ``torch.addcmul``;
+the inference table therefore also times the plain network hand-fused the same way, so that
+the cost of the state machinery alone (module calls, state checks) shows too. Both tables
+also time the plain network written the way tracetorch's is: each neuron layer an
+``nn.Module`` that keeps its membrane and is called once per step, with nothing checked
+(decays once per sequence, fused without autograd as tracetorch's are). That one is the
+floor of any step mode in which each layer is a module that keeps its own states.
 
 Run ``python benchmarks/overhead.py`` (``--smoke`` for a seconds-long run that only checks
 the script works; CI uses it).
@@ -208,28 +209,36 @@ def main() -> None:
     )
 
     xs1 = torch.rand(steps, 1, SIZES[0])
+    unbaked = PlainNet(ours)  # not baked: computes the decays in each call, before its loop
     ours.TTcompile()
     plain.bake()
     with torch.inference_mode():
         torch.testing.assert_close(run_tt(ours, xs1), run_plain_steps(plain, xs1))
         torch.testing.assert_close(run_tt(ours, xs1), run_plain_steps(plain, xs1, fused=True))
+        torch.testing.assert_close(run_tt(ours, xs1), unbaked.sequence(xs1, once=True))
         torch.testing.assert_close(run_tt(ours, xs1), run_plain_modules(modules, xs1))
         infer = compare(
             "inference (batch 1, TTcompile'd, inference_mode)",
             {
                 STEP: lambda: run_plain_steps(plain, xs1),
                 LOOP: lambda: plain.sequence(xs1),
+                ONCE: lambda: unbaked.sequence(xs1, once=True),
                 FUSED: lambda: run_plain_steps(plain, xs1, fused=True),
                 MODULES: lambda: run_plain_modules(modules, xs1),
                 OURS: lambda: run_tt(ours, xs1),
             },
             repeats * 4,
+            baselines={"once": ONCE},
         )
     print(
-        f"tracetorch ratio vs plain loop with transforms once: training "
-        f"{train[OURS] / train[ONCE]:.3f} (target <= 1.03); batch-1 inference (plain decays "
-        f"precomputed) vs one call per step {infer[OURS]:.3f}, vs the loop inline "
-        f"{infer[OURS] / infer[LOOP]:.3f} (target <= 1.10)"
+        f"tracetorch ratio vs plain loop with transforms once (the target's baseline): "
+        f"training {train[OURS] / train[ONCE]:.3f} (target <= 1.03), batch-1 inference "
+        f"{infer[OURS] / infer[ONCE]:.3f} (target <= 1.10)"
+    )
+    print(
+        f"batch-1 inference vs the plain network with its decays precomputed outside the call "
+        f"(stricter): vs one call per step {infer[OURS]:.3f}, vs the loop inline "
+        f"{infer[OURS] / infer[LOOP]:.3f}"
     )
     print(
         f"tracetorch ratio vs one-call-per-step plain: training {train[OURS]:.3f}, batch-1 "
