@@ -18,8 +18,8 @@ the transforms computed once per sequence, before the loop, as one writes it by 
 (tracetorch computes them once per sequence too, and caches them): the baseline the target
 ratios are judged against. For inference that loop computes them in each call, before its
 loop, and the other two plain baselines have them precomputed outside the call (stricter:
-they pay nothing for the transforms), so both ratios are printed. Each
-ratio is ``time / time of the plain baseline`` (1.00: no overhead). Where snnTorch, Norse or
+they pay nothing for the transforms), so both ratios are printed. Each ratio is
+``time / time of the plain baseline`` (1.00: no overhead). Where snnTorch, Norse or
 SpikingJelly are importable (never dependencies), their equivalent network is timed in the
 same run (checked with snnTorch 1.0.0, Norse 1.1.0 and SpikingJelly 2.0.0, installed beside
 torch 2.13.0 with ``pip install --no-deps``). Their dynamics differ in details (reset timing or
