@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .layer import Layer
 from .sequence import Mode, run
+from .walk import find_modules
 
 __all__ = [
     "Model",
@@ -34,15 +35,20 @@ def layers(module: nn.Module) -> Iterator[tuple[str, Layer]]:
             yield path, sub
 
 
+def _each_layer(module: nn.Module) -> list[Layer]:
+    """The layers of :func:`layers`, in the same order, without their paths."""
+    return find_modules(module, lambda sub: isinstance(sub, Layer))  # type: ignore[return-value]
+
+
 def zero_states(module: nn.Module) -> None:
     """Reset every hidden state under ``module`` to ``None`` (recreated as zeros on next use)."""
-    for _, layer in layers(module):
+    for layer in _each_layer(module):
         layer.zero_states()
 
 
 def detach_states(module: nn.Module) -> None:
     """Cut the autograd graph behind every hidden state under ``module``, keeping the values."""
-    for _, layer in layers(module):
+    for layer in _each_layer(module):
         layer.detach_states()
 
 
@@ -51,13 +57,13 @@ def TTcompile(module: nn.Module) -> None:  # noqa: N802 (public name of the API)
 
     See :meth:`tracetorch.Layer.TTcompile`.
     """
-    for _, layer in layers(module):
+    for layer in _each_layer(module):
         layer.TTcompile()
 
 
 def TTdecompile(module: nn.Module) -> None:  # noqa: N802 (public name of the API)
     """Restore the raw trainable parameters of every layer under ``module``."""
-    for _, layer in layers(module):
+    for layer in _each_layer(module):
         layer.TTdecompile()
 
 

@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .walk import find_modules
+
 __all__ = ["run", "sequence_mode"]
 
 Mode = Literal["step", "sequence"]
@@ -25,19 +27,30 @@ def _sequence_modules(module: nn.Module) -> list[nn.Module]:
     which calls the children one step at a time). Each module counts once, however often
     it is registered.
     """
-    found: list[nn.Module] = []
-    seen: set[int] = set()
-    pending = [module]
-    while pending:
-        sub = pending.pop()
-        if id(sub) in seen:
-            continue
-        seen.add(id(sub))
-        if callable(getattr(type(sub), "forward_sequence", None)):
-            found.append(sub)
-        else:
-            pending.extend(m for m in reversed(sub._modules.values()) if m is not None)
-    return found
+    return find_modules(module, _has_sequence_path, enter_matches=False)
+
+
+def _has_sequence_path(module: nn.Module) -> bool:
+    return callable(getattr(type(module), "forward_sequence", None))
+
+
+def _switch_to_sequences(module: nn.Module) -> list[nn.Module]:
+    """Switch the layers of :func:`sequence_mode`; returns them for :func:`_switch_back`."""
+    switched = _sequence_modules(module)
+    for sub in switched:
+        if "forward" in sub.__dict__:
+            raise RuntimeError(
+                f"sequence_mode: {type(module).__name__} is already in sequence mode (or a "
+                f"layer in it has an instance attribute 'forward')"
+            )
+    for sub in switched:
+        sub.__dict__["forward"] = sub.forward_sequence
+    return switched
+
+
+def _switch_back(switched: list[nn.Module]) -> None:
+    for sub in switched:
+        sub.__dict__.pop("forward", None)
 
 
 @contextmanager
@@ -55,19 +68,11 @@ def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
     Raises:
         RuntimeError: ``module`` is already in sequence mode.
     """
-    switched = _sequence_modules(module)
-    if any("forward" in sub.__dict__ for sub in switched):
-        raise RuntimeError(
-            f"sequence_mode: {type(module).__name__} is already in sequence mode (or a layer in "
-            f"it has an instance attribute 'forward')"
-        )
+    switched = _switch_to_sequences(module)
     try:
-        for sub in switched:
-            sub.__dict__["forward"] = sub.forward_sequence
         yield module
     finally:
-        for sub in switched:
-            sub.__dict__.pop("forward", None)
+        _switch_back(switched)
 
 
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, Callable[[Tensor], Tensor]]] = (
@@ -94,7 +99,9 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Ten
     (inductor's ``cpp_wrapper``), which takes less time per call than the Python wrapper.
     The compiled callable holds ``module`` weakly, so the cache does not keep it alive.
     """
-    per_device = _COMPILED.setdefault(module, {})
+    per_device = _COMPILED.get(module)
+    if per_device is None:
+        per_device = _COMPILED.setdefault(module, {})
     compiled = per_device.get(device.type)
     if compiled is None:
         ref = weakref.ref(module)
@@ -182,8 +189,11 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
         raise ValueError(f"run: expected xs of shape [T, *step_shape] with T >= 1, got {shape}")
     if mode == "step":
         return torch.stack([module(x) for x in xs])
-    with sequence_mode(module):
+    switched = _switch_to_sequences(module)  # sequence_mode(module), without its generator
+    try:
         ys = _run_compiled(module, xs) if compile else module(xs)
+    finally:
+        _switch_back(switched)
     if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
         got = tuple(ys.shape) if isinstance(ys, Tensor) else type(ys).__name__
         raise ValueError(
