@@ -97,7 +97,10 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Ten
 
     One compiled callable per device type; on the CPU its kernels are called from C++
     (inductor's ``cpp_wrapper``), which takes less time per call than the Python wrapper.
-    The compiled callable holds ``module`` weakly, so the cache does not keep it alive.
+    The graph does not assert its inputs' sizes and strides (inductor's ``size_asserts``):
+    the guards dynamo checks before every call already match each input tensor's sizes,
+    strides, dtype and device, and repeating it cost 7 to 17 µs per call at batch 1. The
+    compiled callable holds ``module`` weakly, so the cache does not keep it alive.
     """
     per_device = _COMPILED.get(module)
     if per_device is None:
@@ -105,7 +108,9 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Ten
     compiled = per_device.get(device.type)
     if compiled is None:
         ref = weakref.ref(module)
-        options = {"cpp_wrapper": True} if device.type == "cpu" else None
+        options = {"size_asserts": False}
+        if device.type == "cpu":
+            options["cpp_wrapper"] = True
         compiled = torch.compile(lambda xs: ref()(xs), options=options, **_isolated())
         per_device[device.type] = compiled
     return compiled
