@@ -14,7 +14,12 @@ def leaky_integrate(mem: Tensor, x: Tensor, beta: Tensor) -> Tensor:
     When autograd records nothing (``torch.no_grad``, ``torch.inference_mode``, or no input
     requiring a gradient) the step is one fused ``torch.addcmul`` kernel instead of two;
     otherwise it is ``mem * beta + x``, whose backward is cheaper than ``addcmul``'s. Both
-    give the same values and promote dtypes the same way.
+    promote dtypes the same way, but their values can differ in the last bit: ``addcmul``
+    may round once where the pair rounds twice (it uses fused multiply-adds where the CPU has
+    them: about a fifth of float32 results differed on an AVX-512 machine). So a step with
+    autograd and the same step without it agree to rounding, not bit for bit. Sequence mode
+    (:func:`tracetorch.autograd.leaky_scan`) uses the fused form exactly when no gradient is
+    recorded for the sequence.
 
     Args:
         mem: The membrane (or trace) before the step.
@@ -41,7 +46,8 @@ def subtract_product(mem: Tensor, s: Tensor, threshold: Tensor) -> Tensor:
     """``mem - s * threshold``: the reset by subtraction after spikes ``s``.
 
     Like :func:`leaky_integrate`, one fused ``torch.addcmul`` call when autograd records
-    nothing, the unfused pair otherwise.
+    nothing, the unfused pair otherwise. For spikes in ``{0, 1}`` the product is exact, so
+    both give the same values bit for bit; for other ``s`` they can differ in the last bit.
 
     Example:
         >>> import torch
