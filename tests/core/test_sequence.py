@@ -430,3 +430,31 @@ def test_a_layer_with_no_states_yet_keeps_none_after_a_failed_sequence() -> None
     with pytest.raises(ValueError, match="TutorialLeaky: expected 4 features"):
         tt.run(layer, torch.rand(3, 2, 5), mode="sequence")
     assert layer.mem is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tt.snn.LIB(64, learn_beta=False),
+        lambda: tt.snn.SLIB(64, learn_beta=False, learn_alpha=False),
+    ],
+    ids=["LIB", "SLIB"],
+)
+def test_a_first_step_without_gradients_rounds_as_in_step_mode(make) -> None:
+    # Live states without a graph, an input without one and a fixed decay: step mode fuses
+    # the first step's leak (one addcmul) although the threshold and bias learn, and the
+    # fused and unfused forms can differ in the last bit. Sequence mode must do the same.
+    torch.manual_seed(0)
+    layer = make()
+    xs = torch.rand(2, 10, 4, 64) * 0.6
+    tt.run(layer, xs[0], mode="step")
+    start = tt.save_states(layer)  # detached
+    results = {}
+    for mode in ("step", "sequence"):
+        tt.load_states(layer, start)
+        ys = tt.run(layer, xs[1], mode=mode)
+        results[mode] = ys, tt.save_states(layer)
+    (ys, states), (ys_seq, states_seq) = results["step"], results["sequence"]
+    assert torch.equal(ys_seq, ys)
+    for key, state in states.items():
+        assert torch.equal(states_seq[key], state), key

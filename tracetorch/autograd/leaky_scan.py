@@ -44,6 +44,10 @@ class _Spec(NamedTuple):
     keep_mem: bool  # keep every post-reset membrane (d beta needs it)
     keep_syn: bool  # keep every synaptic trace (d alpha or an EMA's d beta needs it)
     keep_xs: bool  # save the inputs and syn_0 (d alpha or an EMA's d beta needs them)
+    # the first step's leak as one addcmul even where ``fused`` is False: leaky_step fuses a
+    # step in which neither the membrane, nor what it receives, nor beta needs a gradient
+    # (only the threshold or the bias does), and the two forms can differ in the last bit
+    fuse_first: bool = False
 
 
 def scan_supported(config: LeakyConfig, spike_fn: TensorFn, quant_fn: TensorFn | None) -> bool:
@@ -95,9 +99,10 @@ def _scan_forward(
     traces) are ``[T, ...]`` where ``spec`` asks to keep them for the backward, else
     ``None``. Each step performs the float operations of
     :func:`~tracetorch.functional.leaky_step` in the same order (``spec.fused``: those it
-    performs without autograd).
+    performs without autograd; ``spec.fuse_first``: the first step's leak as the step fuses
+    it when neither the membrane, nor what it receives, nor beta needs a gradient).
     """
-    synaptic, ema, firing, spike, fused, keep_z, keep_mem, keep_syn, _ = spec
+    synaptic, ema, firing, spike, fused, keep_z, keep_mem, keep_syn, _, fuse_first = spec
     steps = xs.shape[0]
 
     def destinations(keep: bool) -> tuple[Tensor | None, tuple[Tensor, ...]]:
@@ -125,7 +130,7 @@ def _scan_forward(
         m = u if firing else outs[t]
         if ema:
             torch.lerp(x, mem, beta, out=m)
-        elif fused:
+        elif fused or (fuse_first and t == 0):
             torch.addcmul(x, mem, beta, out=m)
         else:
             torch.mul(mem, beta, out=m).add_(x)
@@ -604,6 +609,12 @@ def leaky_scan(
             keep_mem=binary and need_beta,
             keep_syn=need_alpha or (synaptic and ema and need_beta),
             keep_xs=need_alpha or (not synaptic and ema and need_beta),
+            fuse_first=not (
+                mem.requires_grad
+                or beta.requires_grad
+                or xs.requires_grad
+                or (synaptic and (syn.requires_grad or alpha.requires_grad))
+            ),
         )
         out, mem, syn, *_ = apply(LeakyScan, xs, mem, syn, alpha, beta, threshold, bias, spec)
     else:
