@@ -156,7 +156,9 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
             unrolls the time loop of every layer and fuses it into a few kernels (on the
             CPU they are called from C++, inductor's ``cpp_wrapper``, rather than from a
             Python wrapper). The compiled callable is made on the first call and kept
-            (weakly) for ``module``, one per device type.
+            (weakly) for ``module``, one per device type. Its fused kernels may round
+            differently (a fused multiply-add where eager code rounds twice), so it agrees
+            with the eager modes to rounding, not bit for bit.
             The first call compiles, which takes seconds to minutes: about 10 to 30 s for a
             784-256-256-10 network at ``T = 25`` on a 2-core CPU, more for longer sequences
             (the loop is unrolled: about 3 minutes at ``T = 100``). A new sequence length,
