@@ -88,6 +88,36 @@ def test_a_hook_added_after_compiling_is_honoured():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("skipped", [True, False])
+def test_the_hook_guard_setting_is_turned_off_only_while_compiling(skipped):
+    # The backend turns dynamo's skip_nnmodule_hook_guards off when it compiles (dynamo
+    # builds the guards after calling it); each call restores the user's setting, also
+    # when it fails, and a call that compiles nothing does not touch it.
+    config = torch._dynamo.config
+    net = _net()
+    xs = torch.rand(3, 1, 4)
+    with config.patch(skip_nnmodule_hook_guards=skipped), torch.inference_mode():
+        _run(net, xs, compile=True)
+        assert config.skip_nnmodule_hook_guards is skipped
+        _run(net, xs, compile=True)
+        assert config.skip_nnmodule_hook_guards is skipped
+        with pytest.raises(RuntimeError, match="fails after a compiled graph"):
+            _run(nn.Sequential(_FailsAfterAGraph(), tt.snn.LI(4)), xs, compile=True)
+        assert config.skip_nnmodule_hook_guards is skipped
+
+
+class _FailsAfterAGraph(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)  # compiled: the backend runs
+        torch._dynamo.graph_break()
+        raise RuntimeError(f"fails after a compiled graph, with {tuple(y.shape)}")
+
+
+@pytest.mark.slow
 def test_each_model_has_its_own_recompile_limit():
     from torch._dynamo.utils import counters
 

@@ -75,9 +75,9 @@ def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
         _switch_back(switched)
 
 
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, Callable[[Tensor], Tensor]]] = (
-    weakref.WeakKeyDictionary()
-)
+_COMPILED: weakref.WeakKeyDictionary[
+    nn.Module, dict[str, tuple[Callable[[Tensor], Tensor], _Inductor]]
+] = weakref.WeakKeyDictionary()
 
 
 @functools.cache
@@ -92,15 +92,43 @@ def _isolated() -> dict[str, bool]:
     return {}
 
 
-def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Tensor]:
+class _Inductor(torch._TorchCompileInductorWrapper):
+    """Inductor as ``torch.compile(backend="inductor", options=...)`` has it, plus hook guards.
+
+    By default dynamo does not guard on the hooks of modules, so a hook registered after
+    the first call would be ignored. Dynamo reads ``torch._dynamo.config.
+    skip_nnmodule_hook_guards`` when it builds a compiled frame's guards, which it does after
+    it has called the backend for that frame's graph; so the backend turns it off, only
+    when something compiles, and :func:`_run_compiled` restores the user's setting when the
+    call returns. A call that compiles nothing (every call after the first, as long as the
+    guards hold) touches the setting not at all: setting it twice per call cost 9 µs back
+    to back, more from cold caches.
+    """
+
+    def __init__(self, options: dict[str, object]) -> None:
+        super().__init__(None, options, None)
+        self.saved: bool | None = None  # the user's setting, while a call compiles
+
+    def __call__(self, model: torch.fx.GraphModule, inputs: list[object], **kwargs: object):
+        config = torch._dynamo.config
+        if self.saved is None:
+            self.saved = config.skip_nnmodule_hook_guards
+        config.skip_nnmodule_hook_guards = False
+        return super().__call__(model, inputs, **kwargs)
+
+
+def _compiled(
+    module: nn.Module, device: torch.device
+) -> tuple[Callable[[Tensor], Tensor], _Inductor]:
     """``module(xs)`` under ``torch.compile``, made on first use and kept while ``module`` lives.
 
-    One compiled callable per device type; on the CPU its kernels are called from C++
-    (inductor's ``cpp_wrapper``), which takes less time per call than the Python wrapper.
-    The graph does not assert its inputs' sizes and strides (inductor's ``size_asserts``):
-    the guards dynamo checks before every call already match each input tensor's sizes,
-    strides, dtype and device, and repeating it cost 7 to 17 µs per call at batch 1. The
-    compiled callable holds ``module`` weakly, so the cache does not keep it alive.
+    One compiled callable (and its backend) per device type; on the CPU its kernels are
+    called from C++ (inductor's ``cpp_wrapper``), which takes less time per call than the
+    Python wrapper. The graph does not assert its inputs' sizes and strides (inductor's
+    ``size_asserts``): the guards dynamo checks before every call already match each input
+    tensor's sizes, strides, dtype and device, and repeating it cost 7 to 17 µs per call at
+    batch 1. The compiled callable holds ``module`` weakly, so the cache does not keep it
+    alive.
     """
     per_device = _COMPILED.get(module)
     if per_device is None:
@@ -108,28 +136,24 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[Tensor], Ten
     compiled = per_device.get(device.type)
     if compiled is None:
         ref = weakref.ref(module)
-        options = {"size_asserts": False}
+        options: dict[str, object] = {"size_asserts": False}
         if device.type == "cpu":
             options["cpp_wrapper"] = True
-        compiled = torch.compile(lambda xs: ref()(xs), options=options, **_isolated())
-        per_device[device.type] = compiled
+        backend = _Inductor(options)
+        fn = torch.compile(lambda xs: ref()(xs), backend=backend, **_isolated())
+        compiled = per_device[device.type] = (fn, backend)
     return compiled
 
 
 def _run_compiled(module: nn.Module, xs: Tensor) -> Tensor:
-    """``module(xs)`` compiled, with guards on the modules' hooks.
-
-    By default torch.compile does not guard on the hooks of modules, so a hook registered
-    after the first call would be ignored; here it makes a compile again.
-    """
-    compiled = _compiled(module, xs.device)
-    config = torch._dynamo.config
-    skipped = config.skip_nnmodule_hook_guards
-    config.skip_nnmodule_hook_guards = False  # read when (re)compiling, within the call
+    """``module(xs)`` compiled, with guards on the modules' hooks (see :class:`_Inductor`)."""
+    compiled, backend = _compiled(module, xs.device)
     try:
         return compiled(xs)
     finally:
-        config.skip_nnmodule_hook_guards = skipped
+        if backend.saved is not None:
+            torch._dynamo.config.skip_nnmodule_hook_guards = backend.saved
+            backend.saved = None
 
 
 def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = False) -> Tensor:
