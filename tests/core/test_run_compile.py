@@ -88,22 +88,38 @@ def test_a_hook_added_after_compiling_is_honoured():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("skipped", [True, False])
-def test_the_hook_guard_setting_is_turned_off_only_while_compiling(skipped):
-    # The backend turns dynamo's skip_nnmodule_hook_guards off when it compiles (dynamo
-    # builds the guards after calling it); each call restores the user's setting, also
-    # when it fails, and a call that compiles nothing does not touch it.
+@pytest.mark.parametrize("value", [True, False])
+def test_dynamos_settings_are_changed_only_while_compiling(value):
+    # The backend sets two of dynamo's settings when it compiles (dynamo reads them after
+    # calling it); each call restores the user's values, also when it fails, and a call
+    # that compiles nothing does not touch them.
     config = torch._dynamo.config
+    names = ("skip_nnmodule_hook_guards", "record_runtime_overhead")
     net = _net()
     xs = torch.rand(3, 1, 4)
-    with config.patch(skip_nnmodule_hook_guards=skipped), torch.inference_mode():
+    with config.patch(dict.fromkeys(names, value)), torch.inference_mode():
         _run(net, xs, compile=True)
-        assert config.skip_nnmodule_hook_guards is skipped
+        assert all(getattr(config, name) is value for name in names)
         _run(net, xs, compile=True)
-        assert config.skip_nnmodule_hook_guards is skipped
+        assert all(getattr(config, name) is value for name in names)
         with pytest.raises(RuntimeError, match="fails after a compiled graph"):
             _run(nn.Sequential(_FailsAfterAGraph(), tt.snn.LI(4)), xs, compile=True)
-        assert config.skip_nnmodule_hook_guards is skipped
+        assert all(getattr(config, name) is value for name in names)
+
+
+@pytest.mark.slow
+def test_compiled_calls_do_not_mark_their_bytecode_for_the_profiler():
+    # record_runtime_overhead is off while tt.run compiles: no profiler marks around the
+    # bytecode that calls the graph (about 25 Python calls each time)
+    net = _net()
+    xs = torch.rand(3, 1, 4)
+    with torch.inference_mode():
+        _run(net, xs, compile=True)
+        with torch.profiler.profile() as prof:
+            _run(net, xs, compile=True)
+    names = {event.name for event in prof.events()}
+    assert any("CompiledFxGraph" in name for name in names)
+    assert "Pregraph bytecode" not in names
 
 
 class _FailsAfterAGraph(nn.Module):
