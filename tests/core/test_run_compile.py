@@ -108,6 +108,19 @@ def test_dynamos_settings_are_changed_only_while_compiling(value):
 
 
 @pytest.mark.slow
+def test_a_setting_this_torch_lacks_is_left_out(monkeypatch):
+    from tracetorch.core.sequence import _Inductor
+
+    settings = {**_Inductor.SETTINGS, "a_setting_from_another_torch": False}
+    monkeypatch.setattr(_Inductor, "SETTINGS", settings)
+    net = _net()
+    xs = torch.rand(3, 1, 4)
+    with torch.inference_mode():
+        torch.testing.assert_close(_run(net, xs, compile=True), _run(net, xs, compile=False))
+    assert not hasattr(torch._dynamo.config, "a_setting_from_another_torch")
+
+
+@pytest.mark.slow
 def test_compiled_calls_do_not_mark_their_bytecode_for_the_profiler():
     # record_runtime_overhead is off while tt.run compiles: no profiler marks around the
     # bytecode that calls the graph (about 25 Python calls each time)
