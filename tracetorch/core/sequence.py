@@ -153,7 +153,7 @@ def _compiled(
     """
     per_device = _COMPILED.get(module)
     if per_device is None:
-        per_device = _COMPILED.setdefault(module, {})
+        per_device = _COMPILED[module] = {}
     compiled = per_device.get(device.type)
     if compiled is None:
         ref = weakref.ref(module)
