@@ -1,9 +1,12 @@
-"""Reading a constrained parameter: tracetorch's property against ``torch.nn.utils.parametrize``.
+"""Reading a constrained parameter: tracetorch's ``layer.beta`` vs ``nn.utils.parametrize``.
 
-A layer reads each constrained parameter (``beta = sigmoid(raw_beta)``) once per timestep, so
-the read itself is on the hot path. This times, in one process, ``layer.beta`` on a
-``tt.snn.Decay`` against the same sigmoid registered with PyTorch's parametrization machinery,
-and the bare ``torch.sigmoid(raw)`` as the floor, and prints the ratios.
+A layer reads its constrained parameters (``beta = sigmoid(raw_beta)``) at every timestep,
+so the read is on the hot path. tracetorch computes the transform once and keeps the value
+while the raw tensor is unchanged (and the graph is not cut), so a read is a check of that
+cache, not a sigmoid. This times, in one process, ``layer.beta`` on a ``tt.snn.Decay``
+(a cache hit: what a step pays), the same sigmoid registered with PyTorch's parametrization
+machinery (computed at each read), and the bare ``torch.sigmoid(raw)`` (what computing the
+transform at each read would cost at least), and prints the ratios.
 
 Run ``python benchmarks/parameter_read.py`` (``--smoke`` for a quick check that it runs).
 """

@@ -122,6 +122,37 @@ def test_a_backward_pass_drops_the_cached_graph():
     assert layer.raw_beta.grad is not None
 
 
+@pytest.mark.parametrize("cut", ["detach", "none", "detach_states"])
+def test_a_graph_cut_by_hand_starts_new_parameter_values(cut):
+    # two windows whose losses are backpropagated one after the other, the graph between
+    # them cut by assigning the state: the second backward must not go back into the first
+    # one's (freed) transform of raw_beta, as it would not if beta were computed per step
+    layer = tt.snn.LIB(3)
+    x = torch.randn(2, 3)
+    first = layer(x).sum() + layer.mem.sum()
+    if cut == "detach":
+        layer.mem = layer.mem.detach()
+    elif cut == "none":
+        layer.mem = None
+    else:
+        layer.detach_states()
+    second = layer(x).sum() + layer(x).sum() + layer.mem.sum()  # two steps: beta matters
+    first.backward()
+    after_first = layer.raw_beta.grad.clone()
+    second.backward()
+    assert not torch.equal(layer.raw_beta.grad, after_first)
+
+
+def test_a_state_write_that_keeps_the_graph_keeps_the_cached_values():
+    layer = tt.snn.LI(3)
+    layer(torch.ones(1, 3))
+    cache = layer.__dict__["_tt_cache"]
+    layer.mem = layer.mem * 2  # a custom layer's own write: the graph goes on
+    assert layer.__dict__["_tt_cache"] is cache
+    layer.mem = layer.mem.detach()
+    assert layer.__dict__["_tt_cache"] is None
+
+
 def test_values_computed_without_grad_are_not_used_with_grad():
     layer = tt.snn.LI(3)
     with torch.no_grad():

@@ -5,6 +5,8 @@ The layer table's built-in layers are run through it in ``tests/test_all_layers.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import Tensor
@@ -358,7 +360,17 @@ def test_make_layer_must_build_a_layer_that_takes_dim():
 def test_checks_are_named_ttcompile_and_sequence():
     assert CHECKS[-2:] == ("save_load", "sequence") and "ttcompile" in CHECKS
     with pytest.raises(ValueError, match="unknown check"):
-        check_layer(make(Leaky), (3, 4), skip=["compile"])
+        check_layer(make(Leaky), (3, 4), skip=["compiled"])
+
+
+def test_the_old_name_compile_is_understood_with_a_warning(monkeypatch):
+    ran = []
+    checker = sys.modules["tracetorch.testing.check_layer"]._Checker
+    monkeypatch.setattr(checker, "ttcompile", lambda self: ran.append(True))
+    with pytest.warns(FutureWarning, match="now named 'ttcompile'"):
+        assert check_layer(make(Leaky), (3, 4), skip=("compile", "sequence"))
+    assert ran == []
+    assert check_layer(make(Leaky), (3, 4), skip=("sequence",)) and ran == [True]
 
 
 def test_a_correct_forward_sequence_passes_on_every_layout():

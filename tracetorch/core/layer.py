@@ -154,9 +154,17 @@ class Layer(nn.Module):
     def __setattr__(self, name: str, value: object) -> None:
         # Assigning a state (``self.mem = ...`` in a custom layer) is a state write like any
         # other; everything else is nn.Module's business.
-        if name in self.__dict__.get("_state_names", ()):
+        d = self.__dict__
+        if name in d.get("_state_names", ()):
+            old = d[name]
             self._write_states({name: value})
-        elif name in self.__dict__.get("_tt_parameters", ()):
+            # An assignment that cuts the graph behind a state (``layer.mem = layer.mem.detach()``,
+            # ``layer.mem = None``) starts a new graph, as detach_states() does: the cached
+            # parameter values belong to the old one (a backward through it frees them).
+            cut = value is None or value.grad_fn is None
+            if cut and old is not None and old.requires_grad:
+                d["_tt_cache"] = None
+        elif name in d.get("_tt_parameters", ()):
             raise AttributeError(
                 f"{type(self).__name__}.{name} is read through a transform; assign to "
                 f"raw_{name} (the raw value) or re-register the parameter instead"
@@ -606,7 +614,8 @@ class Layer(nn.Module):
 
         The values are cached while the tensors they come from are unchanged (the same
         objects, at the same in-place version) and the grad mode is the same; a backward pass
-        through them, :meth:`zero_states`, :meth:`detach_states`, ``.to()``,
+        through them, :meth:`zero_states`, :meth:`detach_states`, an assignment that cuts the
+        graph behind a state (``layer.mem = layer.mem.detach()``), ``.to()``,
         :meth:`TTcompile` and :meth:`TTdecompile` drop the cache. Under ``torch.compile`` and
         ``torch.func`` transforms they are computed afresh each time (a compiled graph fuses
         the transforms into the step).
