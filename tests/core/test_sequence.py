@@ -80,6 +80,8 @@ def compare_modes(make, xs: Tensor, tolerance: dict[str, float], detach: bool = 
         assert_close(states_seq[key], states[key], f"state {key}", tolerance)
     names = ["xs", *(n for n, p in reference.named_parameters() if p.requires_grad)]
     for name, got, expected in zip(names, grads_seq, grads, strict=True):
+        if got is None and expected is None:  # a parameter the layer never reads
+            continue
         if got is None or expected is None:  # unused in one mode: zero in the other
             got = torch.zeros_like(expected) if got is None else got
             expected = torch.zeros_like(got) if expected is None else expected
@@ -458,3 +460,107 @@ def test_a_first_step_without_gradients_rounds_as_in_step_mode(make) -> None:
     assert torch.equal(ys_seq, ys)
     for key, state in states.items():
         assert torch.equal(states_seq[key], state), key
+
+
+# ------------------------------------------------ subclasses that redefine the step
+
+
+class NoisyLIF(tt.snn.LIF):
+    """A built-in layer with its own step: the built-in fast path would ignore it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x * 0.5 + 0.25)
+
+
+class TanhGRU(tt.rnn.GRU):
+    """The GRU's cell with a changed step (what torch.gru does not compute)."""
+
+    def _step(self, x: Tensor, h: Tensor) -> tuple[Tensor]:
+        (new,) = super()._step(x, h)
+        return (torch.tanh(2 * new),)
+
+
+class OwnCell(tt.rnn.CellLayer):
+    """A user's recurrent cell that writes only ``_step`` (no multi-step kernel)."""
+
+    num_gates = 1
+    torch_cell = nn.RNNCell
+    torch_sequence = nn.RNN
+
+    def __init__(self, in_features: int, out_features: int, dim: int = -1) -> None:
+        super().__init__(in_features, out_features, dim=dim)
+        self._initialize_state("h")
+
+    def _step(self, x: Tensor, h: Tensor) -> tuple[Tensor]:
+        return (torch.sigmoid(x @ self.weight_ih.T + h @ self.weight_hh.T + self.bias_ih),)
+
+
+class NoisyLIFWithItsOwnSequence(NoisyLIF):
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        return super().forward_sequence(xs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dim=-1: NoisyLIF(4, surrogate="atan", dim=dim),
+        lambda dim=-1: TanhGRU(4, 4, dim=dim),
+        lambda dim=-1: OwnCell(4, 4, dim=dim),
+    ],
+    ids=["NoisyLIF", "TanhGRU", "OwnCell"],
+)
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_a_subclass_that_redefines_the_step_gets_the_loop_over_it(make, dim: int) -> None:
+    torch.manual_seed(0)
+    assert type(make())._sequence_loops
+    # [T, B, 4] with the features last, or [T, B, 4, 3] with the features at dim 1 of a step
+    xs = torch.randn(5, 2, 4, dtype=F64) if dim == -1 else torch.randn(5, 2, 4, 3, dtype=F64)
+    compare_modes(lambda: make(dim).double(), xs * 2, TOLERANCE[F64], detach=True)
+    # the "sequence" check of check_layer agrees (a surrogate fails "gradients" by design)
+    assert tt.testing.check_layer(make, (3, 4), skip=["ttcompile", "gradients"])
+
+
+def test_built_in_layers_keep_their_fast_paths_and_a_redefined_path_is_used() -> None:
+    assert not tt.snn.LIF._sequence_loops and not tt.rnn.GRU._sequence_loops
+    assert not tt.snn.Decay._sequence_loops and not tt.snn.Exciter._sequence_loops
+    assert not NoisyLIFWithItsOwnSequence._sequence_loops
+    assert tt.rnn.CellLayer in OwnCell.__mro__ and OwnCell._sequence_loops
+    # the class attribute is set when the class is made, never by an instance
+    before = dict(vars(NoisyLIF))
+    NoisyLIF(3)(torch.ones(1, 3))
+    assert dict(vars(NoisyLIF)) == before
+
+
+def test_a_model_with_masked_linear_runs_in_sequence_mode() -> None:
+    torch.manual_seed(0)
+    mask = torch.rand(4, 3) > 0.3
+    model = nn.Sequential(tt.nn.MaskedLinear(3, 4, mask), tt.snn.LIB(4), nn.Linear(4, 2))
+    compare_modes(lambda: model.double(), torch.randn(6, 2, 3, dtype=F64), TOLERANCE[F64])
+
+
+class FailsAtStep(TutorialLeaky):
+    """A custom layer (default sequence loop) that raises at its fourth step."""
+
+    def __init__(self, num_neurons: int) -> None:
+        super().__init__(num_neurons)
+        self.inner = tt.snn.LI(num_neurons)
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        if self.calls == 4:
+            raise RuntimeError("step four")
+        return self.inner(super().forward(x))
+
+
+def test_the_default_loop_puts_the_states_back_when_a_later_step_raises() -> None:
+    layer = FailsAtStep(3)
+    layer(torch.ones(2, 3))
+    before = tt.save_states(layer)
+    with pytest.raises(RuntimeError, match="step four"):
+        layer.forward_sequence(torch.ones(5, 2, 3))
+    assert layer.calls == 4  # three steps ran (and wrote) before the fourth raised
+    after = tt.save_states(layer)
+    assert after.keys() == before.keys() and set(after) == {"mem", "inner.mem"}
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key

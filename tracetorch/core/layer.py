@@ -7,7 +7,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +64,11 @@ def _forget_values(layer_ref: weakref.ReferenceType, cache: _ValueCache) -> Call
     return hook
 
 
+def _definer(cls: type, name: str) -> type:
+    """The class in ``cls``'s method resolution order that defines ``name``."""
+    return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
 class Layer(nn.Module):
     """Base class of every stateful tracetorch layer.
 
@@ -106,6 +111,23 @@ class Layer(nn.Module):
         >>> layer.zero_states(); layer.total is None
         True
     """
+
+    #: The method holding a layer's fast sequence path, and the step methods whose math that
+    #: path reproduces. A subclass that redefines one of those below the class that defines
+    #: the fast path (``class Noisy(tt.snn.LIF)`` with its own ``forward``) would make the
+    #: fast path compute something else: :meth:`forward_sequence` then loops over its
+    #: ``forward`` instead (see :attr:`_sequence_loops`), unless it redefines the fast path too.
+    _sequence_fast: ClassVar[str] = "forward_sequence"
+    _sequence_follows: ClassVar[tuple[str, ...]] = ("forward",)
+    #: Set for each class when it is defined: whether its fast sequence path is stale.
+    _sequence_loops: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        fast = _definer(cls, cls._sequence_fast)
+        cls._sequence_loops = not all(
+            issubclass(fast, _definer(cls, name)) for name in cls._sequence_follows
+        )
 
     def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
         """Build the layer; the arguments are described on the class."""
@@ -423,7 +445,11 @@ class Layer(nn.Module):
         Equal to stacking ``forward(x)`` for every ``x`` in ``xs`` (outputs, gradients, and
         the states left behind: those of the last step). This default implementation is that
         loop, so every layer has a correct sequence mode; the built-in layers override it
-        with faster paths. ``dim`` keeps meaning the feature dimension of one step.
+        with faster paths. A subclass of a built-in layer that redefines ``forward`` (or
+        ``_step``, for the recurrent cells) gets this loop over its own step, not the
+        built-in's fast path, unless it also redefines ``forward_sequence``. ``dim`` keeps
+        meaning the feature dimension of one step. A call that raises leaves every state as
+        it found it (this layer's and those of the layers inside it), as a failed step does.
 
         Args:
             xs: The inputs of ``T >= 1`` steps, time first.
@@ -433,7 +459,16 @@ class Layer(nn.Module):
         """
         self._check_sequence(xs)
         step = type(self).forward
-        return torch.stack([step(self, x) for x in xs])
+        # a step that raises after others succeeded puts back the states the call found
+        # (this layer's and those of the layers inside it), so a failed call leaves no trace
+        layers = [m for m in self.modules() if isinstance(m, Layer)]
+        found = [{name: m.__dict__[name] for name in m._state_names} for m in layers]
+        try:
+            return torch.stack([step(self, x) for x in xs])
+        except BaseException:
+            for layer, states in zip(layers, found, strict=True):
+                layer._write_states(states)
+            raise
 
     def _check_sequence(self, xs: Tensor) -> None:
         """Raise a clear error unless ``xs`` is a tensor with a time dimension first."""

@@ -39,9 +39,10 @@ def _switch_to_sequences(module: nn.Module) -> list[nn.Module]:
     switched = _sequence_modules(module)
     for sub in switched:
         if "forward" in sub.__dict__:
+            where = "" if sub is module else f" (its layer {type(sub).__name__})"
             raise RuntimeError(
-                f"sequence_mode: {type(module).__name__} is already in sequence mode (or a "
-                f"layer in it has an instance attribute 'forward')"
+                f"sequence_mode: {type(module).__name__}{where} is already in sequence mode "
+                f"(or has an instance attribute 'forward')"
             )
     for sub in switched:
         sub.__dict__["forward"] = sub.forward_sequence

@@ -24,7 +24,9 @@ class CellLayer(Layer):
     ``bias_ih`` and ``bias_hh`` ``[G * H]``, where ``G`` is the number of gate blocks of the
     subclass, all drawn from ``uniform(-1/sqrt(H), 1/sqrt(H))`` as PyTorch does. Subclasses
     set the class attributes below, declare their states (the first is also the output) and
-    write :meth:`_step`, the math of one step on features-last tensors.
+    write :meth:`_step`, the math of one step on features-last tensors. Sequence mode calls
+    the subclass's :meth:`_sequence_kernel` (a fused multi-step kernel) where it has one
+    written for its own :meth:`_step`, and loops over :meth:`forward` otherwise.
 
     Args:
         in_features: Features of the input at ``dim`` (``I``).
@@ -40,6 +42,9 @@ class CellLayer(Layer):
     torch_sequence: ClassVar[type[nn.RNNBase]]
     #: Constructor options shared with the PyTorch modules, read as attributes of both.
     torch_options: ClassVar[tuple[str, ...]] = ()
+    # the fast sequence path is the subclass's multi-step kernel, which follows its _step
+    _sequence_fast: ClassVar[str] = "_sequence_kernel"
+    _sequence_follows: ClassVar[tuple[str, ...]] = ("forward", "_step")
 
     def __init__(
         self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
@@ -93,8 +98,10 @@ class CellLayer(Layer):
         restored after. Equal to calling :meth:`forward` on each step; the states left are
         the last step's.
         """
-        if torch._C._are_functorch_transforms_active():
-            # torch.func (vmap, jacrev): PyTorch's multi-step kernels have no batching rule
+        if self._sequence_loops or torch._C._are_functorch_transforms_active():
+            # a subclass that redefined the step (or wrote only _step: no kernel), or
+            # torch.func (vmap, jacrev), for which PyTorch's multi-step kernels have no
+            # batching rule: the loop over forward
             return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
         steps = xs.shape[0]

@@ -226,10 +226,10 @@ def check_sequence(
 
     Everything runs in the dtype and on the device of ``model`` and ``xs``: pass float64 for
     a tight check (in lower precision, a rounding difference right at a threshold can flip a
-    hard spike in one mode only). The model is left as it was: its states are put back (their values: the
-    autograd graph behind them is not kept, as after :func:`tracetorch.load_states`), and its
-    buffers too (BatchNorm running statistics); the ``.grad`` of its parameters is not
-    touched, and the caller's RNG state is restored.
+    hard spike in one mode only). The model is left as it was: its states are put back
+    (their values: the autograd graph behind them is not kept, as after
+    :func:`tracetorch.load_states`), and its buffers too (BatchNorm running statistics); the
+    ``.grad`` of its parameters is not touched, and the caller's RNG state is restored.
 
     Args:
         model: Any ``nn.Module`` (a :class:`tracetorch.Model`, an ``nn.Sequential``, a
