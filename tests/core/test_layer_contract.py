@@ -204,17 +204,21 @@ def test_every_state_write_goes_through_write_states(case):
     assert all(layer.__dict__[n] is None for n in layer.state_names)
 
 
-def test_decay_and_li_are_one_layer():
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_decay_and_li_are_one_layer(mode):
     torch.manual_seed(0)
     decay, li = tt.snn.Decay(4, beta=0.8).double(), tt.snn.LI(4, beta=0.8).double()
     assert isinstance(decay, tt.snn.LI)
     assert list(decay.state_dict()) == list(li.state_dict()) == ["raw_beta"]
-    xs = torch.randn(5, 2, 4, dtype=torch.float64)
-    out_d, out_l = tt.run(decay, xs).sum(), tt.run(li, xs).sum()
-    torch.testing.assert_close(out_d, out_l)
-    torch.testing.assert_close(
-        torch.autograd.grad(out_d, decay.raw_beta), torch.autograd.grad(out_l, li.raw_beta)
-    )
+    assert decay.config == li.config
+    xs = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
+    ys_d, ys_l = tt.run(decay, xs, mode=mode), tt.run(li, xs, mode=mode)
+    assert torch.equal(ys_d, ys_l) and torch.equal(decay.mem, li.mem)
+    weights = torch.randn_like(ys_d)
+    grads_d = torch.autograd.grad((ys_d * weights).sum(), [xs, decay.raw_beta])
+    grads_l = torch.autograd.grad((ys_l * weights).sum(), [xs, li.raw_beta])
+    for got, want in zip(grads_d, grads_l, strict=True):
+        assert torch.equal(got, want)
 
 
 # -------------------------------------------------------------- transactional steps, dtypes
