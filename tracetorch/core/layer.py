@@ -112,22 +112,25 @@ class Layer(nn.Module):
         True
     """
 
-    #: The method holding a layer's fast sequence path, and the step methods whose math that
-    #: path reproduces. A subclass that redefines one of those below the class that defines
-    #: the fast path (``class Noisy(tt.snn.LIF)`` with its own ``forward``) would make the
-    #: fast path compute something else: :meth:`forward_sequence` then loops over its
-    #: ``forward`` instead (see :attr:`_sequence_loops`), unless it redefines the fast path too.
-    _sequence_fast: ClassVar[str] = "forward_sequence"
+    #: The step methods whose math a built-in layer's fast sequence path reproduces. A
+    #: subclass that redefines one of them (``class Noisy(tt.snn.LIF)`` with its own
+    #: ``forward``) would make that path compute something else; see :meth:`_follows_step`.
     _sequence_follows: ClassVar[tuple[str, ...]] = ("forward",)
-    #: Set for each class when it is defined: whether its fast sequence path is stale.
-    _sequence_loops: ClassVar[bool] = False
+    #: The classes that define those methods for this class (set when the class is defined).
+    _step_definers: ClassVar[tuple[type, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        fast = _definer(cls, cls._sequence_fast)
-        cls._sequence_loops = not all(
-            issubclass(fast, _definer(cls, name)) for name in cls._sequence_follows
-        )
+        cls._step_definers = tuple({_definer(cls, name) for name in cls._sequence_follows})
+
+    def _follows_step(self, owner: type) -> bool:
+        """Whether a fast sequence path written in class ``owner`` computes this layer's step.
+
+        False when a class below ``owner`` redefines one of the step methods the path
+        reproduces (:attr:`_sequence_follows`): that path then hands over to the default loop
+        over ``forward`` (:meth:`Layer.forward_sequence`), which is always right.
+        """
+        return all(issubclass(owner, definer) for definer in type(self)._step_definers)
 
     def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
         """Build the layer; the arguments are described on the class."""

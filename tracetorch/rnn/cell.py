@@ -8,6 +8,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from ..core.layer import _definer
 from .layer import Layer
 
 __all__ = ["CellLayer"]
@@ -42,9 +43,14 @@ class CellLayer(Layer):
     torch_sequence: ClassVar[type[nn.RNNBase]]
     #: Constructor options shared with the PyTorch modules, read as attributes of both.
     torch_options: ClassVar[tuple[str, ...]] = ()
-    # the fast sequence path is the subclass's multi-step kernel, which follows its _step
-    _sequence_fast: ClassVar[str] = "_sequence_kernel"
+    # the fast sequence path is the multi-step kernel, written for the step of the class that
+    # defines it (_kernel_owner, set when a class is defined)
     _sequence_follows: ClassVar[tuple[str, ...]] = ("forward", "_step")
+    _kernel_owner: ClassVar[type]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._kernel_owner = _definer(cls, "_sequence_kernel")
 
     def __init__(
         self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
@@ -98,7 +104,8 @@ class CellLayer(Layer):
         restored after. Equal to calling :meth:`forward` on each step; the states left are
         the last step's.
         """
-        if self._sequence_loops or torch._C._are_functorch_transforms_active():
+        kernel = type(self)._kernel_owner
+        if not self._follows_step(kernel) or torch._C._are_functorch_transforms_active():
             # a subclass that redefined the step (or wrote only _step: no kernel), or
             # torch.func (vmap, jacrev), for which PyTorch's multi-step kernels have no
             # batching rule: the loop over forward
@@ -245,3 +252,6 @@ class CellLayer(Layer):
     def extra_repr(self) -> str:
         options = "".join(f", {name}={getattr(self, name)!r}" for name in self.torch_options)
         return super().extra_repr() + options + ("" if self.bias else ", bias=False")
+
+
+CellLayer._kernel_owner = CellLayer  # its _sequence_kernel is the one that raises

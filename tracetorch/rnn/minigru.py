@@ -74,7 +74,7 @@ class MiniGRU(Layer):
         to calling :meth:`forward` on each step, up to rounding; the state left is the last
         step's.
         """
-        if self._sequence_loops:  # a subclass redefined the step: loop over it
+        if not self._follows_step(MiniGRU):  # a subclass redefined the step: loop over it
             return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
         step_dim = self.dim if self.dim < 0 else self.dim + 1  # dim counted in one step

@@ -123,7 +123,7 @@ class ALIF(Layer):
         :meth:`forward` on each step, so the same results bit for bit; the states left are
         the last step's.
         """
-        if self._sequence_loops:  # a subclass redefined the step: loop over it
+        if not self._follows_step(ALIF):  # a subclass redefined the step: loop over it
             return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
         params = self._parameter_values(xs.dim() - 1)

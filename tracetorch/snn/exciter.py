@@ -168,7 +168,7 @@ class Exciter(Layer):
 
     def forward_sequence(self, xs: Tensor) -> Tensor:
         """A whole sequence ``[T, *step_shape]`` at once: the clamp has no state, so one call."""
-        if self._sequence_loops:  # a subclass redefined the step: loop over it
+        if not self._follows_step(Exciter):  # a subclass redefined the step: loop over it
             return super().forward_sequence(xs)
         self._check_sequence(xs)
         self._check_input(xs[0])

@@ -180,7 +180,7 @@ class LeakyIntegrator(Layer):
         backward is a hand-derived reverse-time loop (:class:`tracetorch.autograd.LeakyScan`).
         Equal to calling :meth:`forward` on each step; the states left are the last step's.
         """
-        if self._sequence_loops:  # a subclass redefined the step: loop over it
+        if not self._follows_step(LeakyIntegrator):  # a subclass redefined the step: loop over it
             return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
         params = self._parameter_values(xs.dim() - 1)
