@@ -314,6 +314,36 @@ def test_states_from_inference_mode_give_a_clear_error_in_training():
     layer(torch.rand(2, 3)).sum().backward()
 
 
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_a_layer_made_or_baked_under_inference_mode_runs_in_both_modes(case):
+    # Parameters made under inference_mode are inference tensors: they have no version
+    # counter for the cache of transformed values to watch, so their values are computed
+    # afresh at each read, and an in-place change under inference_mode is seen at once.
+    torch.manual_seed(0)
+    reference = case.make()
+    xs = torch.rand(4, *case.input_shape)
+    with torch.inference_mode():
+        made_here = case.make()
+        made_here.load_state_dict(reference.state_dict())
+        expected = torch.stack([reference(x) for x in xs])
+        for layer in (made_here, copy.deepcopy(reference)):
+            layer.TTcompile()  # baked buffers made here are inference tensors as well
+            layer.zero_states()
+            torch.testing.assert_close(torch.stack([layer(x) for x in xs]), expected)
+            layer.zero_states()
+            torch.testing.assert_close(layer.forward_sequence(xs), expected)
+    for name in made_here.parameter_names:  # changed in place: seen at the next read
+        twin = copy.deepcopy(reference)
+        twin.TTcompile()
+        with torch.inference_mode():
+            for layer in (made_here, twin):
+                layer.forward_sequence(xs)
+                getattr(layer, name).mul_(0.5)
+                layer.zero_states()
+            torch.testing.assert_close(made_here.forward_sequence(xs), twin.forward_sequence(xs))
+            getattr(made_here, name).mul_(2.0)
+
+
 # --------------------------------------------------------------------------- round trips
 
 

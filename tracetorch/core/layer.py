@@ -651,7 +651,9 @@ class Layer(nn.Module):
         """The value of every constrained parameter by name, transforms computed once.
 
         The values are cached while the tensors they come from are unchanged (the same
-        objects, at the same in-place version) and the grad mode is the same; a backward pass
+        objects, at the same in-place version) and the grad mode is the same (values from
+        inference tensors, made under ``torch.inference_mode``, which keep no version, are
+        never cached); a backward pass
         through them, :meth:`zero_states`, :meth:`detach_states`, an assignment that cuts the
         graph behind a state (``layer.mem = layer.mem.detach()``), ``.to()``,
         :meth:`TTcompile` and :meth:`TTdecompile` drop the cache. Under ``torch.compile`` and
@@ -682,7 +684,9 @@ class Layer(nn.Module):
         if ndim is None:
             return values
         viewed = self._viewed(values, ndim)
-        self.__dict__["_tt_cache"].viewed[ndim] = viewed
+        cache = self.__dict__["_tt_cache"]
+        if cache is not None:  # None: values not cached (inference tensors)
+            cache.viewed[ndim] = viewed
         return viewed
 
     def _viewed(self, values: dict[str, Tensor], ndim: int) -> dict[str, Tensor]:
@@ -700,7 +704,12 @@ class Layer(nn.Module):
             else:
                 store, key = (self._parameters if c.learnable else self._buffers), "raw_" + name
             tensor = store[key]
-            sources.append((store, key, tensor, tensor._version))
+            if cache:
+                if tensor.is_inference():  # made under inference_mode: no version to watch
+                    cache = False
+                    self.__dict__["_tt_cache"] = None
+                else:
+                    sources.append((store, key, tensor, tensor._version))
             if c.baked or c.transform is None:
                 values[name] = tensor
             else:
