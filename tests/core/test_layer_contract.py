@@ -344,6 +344,66 @@ def test_a_layer_made_or_baked_under_inference_mode_runs_in_both_modes(case):
             getattr(made_here, name).mul_(2.0)
 
 
+class _Clamp(nn.Module):
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw.clamp(-1.0, 1.0)
+
+
+def test_a_parametrized_raw_tensor_is_computed_at_each_read_in_both_modes():
+    torch.manual_seed(0)
+    layer = tt.snn.LIB(4, spike_fn=tt.functional.sigmoid4x).double()
+    with torch.no_grad():
+        layer.raw_beta.copy_(torch.tensor([-3.0, -0.5, 0.5, 3.0]))
+    plain = copy.deepcopy(layer)
+    with torch.no_grad():
+        plain.raw_beta.clamp_(-1.0, 1.0)
+    torch.nn.utils.parametrize.register_parametrization(layer, "raw_beta", _Clamp())
+    xs = torch.rand(5, 2, 4, dtype=torch.float64)
+    expected = tt.run(plain, xs)
+    for mode in ("step", "sequence"):
+        layer.zero_states()
+        torch.testing.assert_close(tt.run(layer, xs, mode=mode), expected)
+    layer.TTcompile()  # the parametrized tensor is left as it is; the others are baked
+    assert "raw_beta" not in layer._buffers and "threshold" in layer._buffers
+    layer.zero_states()
+    with torch.inference_mode():
+        torch.testing.assert_close(tt.run(layer, xs, mode="sequence"), expected)
+    layer.TTdecompile()
+    with torch.no_grad():
+        layer.parametrizations.raw_beta.original.fill_(5.0)  # seen at the next read
+    torch.testing.assert_close(layer.beta, torch.sigmoid(torch.ones(4, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("default", [torch.float32, torch.float64])
+def test_parameter_values_are_stored_in_the_default_dtype(default):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        values = torch.tensor([0.5, 0.6, 0.7, 0.8], dtype=torch.float64)
+        for given in (values, values.half(), values.numpy(), 0.9):
+            given = torch.from_numpy(given) if isinstance(given, np.ndarray) else given
+            layer = tt.snn.LIF(4, beta=given, threshold=torch.full((4,), 2.0, dtype=torch.float16))
+            assert {p.dtype for p in layer.parameters()} == {default}
+            x = torch.rand(2, 4, dtype=default)
+            layer(x)
+            layer(x)  # states and input keep the one dtype
+            assert layer.mem.dtype == default
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_moving_a_baked_layer_moves_the_gradients_of_its_raw_tensors():
+    layer = tt.snn.LIF(4)
+    layer(torch.rand(2, 4)).sum().backward()
+    layer.TTcompile()
+    layer.double()
+    layer.TTdecompile()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == torch.float64, name
+    optimizer = torch.optim.Adam(layer.parameters())
+    optimizer.step()
+
+
 # --------------------------------------------------------------------------- round trips
 
 

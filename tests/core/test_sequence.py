@@ -376,6 +376,31 @@ def test_time_distributed_step_and_sequence() -> None:
         pool.forward_sequence(torch.rand(4))
 
 
+def test_time_distributed_splits_each_tensor_a_module_returns() -> None:
+    pool = tt.nn.TimeDistributed(nn.MaxPool2d(2, return_indices=True))
+    xs = torch.rand(3, 2, 4, 4, 4)
+    ys, indices = pool.forward_sequence(xs)
+    for t in range(3):
+        y, index = pool(xs[t])
+        assert torch.equal(ys[t], y) and torch.equal(indices[t], index)
+    top = tt.nn.TimeDistributed(_MaxOverFeatures()).forward_sequence(xs[..., 0, 0])
+    assert isinstance(top, torch.return_types.max) and top.values.shape == (3, 2)
+    with pytest.raises(
+        TypeError, match=r"TimeDistributed: .* the wrapped _Total returned a tensor "
+    ):
+        tt.nn.TimeDistributed(_Total()).forward_sequence(xs)
+
+
+class _MaxOverFeatures(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.return_types.max:
+        return x.max(dim=1)
+
+
+class _Total(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum()
+
+
 def test_batch_norm_in_time_distributed() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(

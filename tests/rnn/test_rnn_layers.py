@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 import tracetorch as tt
 
@@ -276,3 +277,32 @@ def test_model_resets_every_recurrent_layer():
     net.zero_states()
     assert net.lstm.c is None and net.gru.h is None
     assert torch.equal(net(xs[0]), first)
+
+
+@pytest.mark.parametrize("how", ["orthogonal", "weight_norm", "prune"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_parametrized_or_pruned_weights_in_both_modes(kind, how):
+    cls, _, _, options = KINDS[kind]
+    torch.manual_seed(0)
+    layer = cls(IN, HID, **options).double()
+    if how == "orthogonal":
+        nn.utils.parametrizations.orthogonal(layer, "weight_hh")
+    elif how == "weight_norm":
+        nn.utils.parametrizations.weight_norm(layer, "weight_ih")
+    else:
+        prune.l1_unstructured(layer, "weight_ih", amount=0.5)
+    plain = cls(IN, HID, **options).double()  # the weights the parametrization computes
+    with torch.no_grad():
+        for name in WEIGHTS:
+            getattr(plain, name).copy_(getattr(layer, name))
+    xs = sequence(torch.float64)
+    expected = run(plain, xs)
+    step = run(layer, xs)
+    step_grads = torch.autograd.grad(step.sum(), list(layer.parameters()))
+    layer.zero_states()
+    ys = tt.run(layer, xs, mode="sequence")
+    torch.testing.assert_close(step, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ys, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad(ys.sum(), list(layer.parameters()))
+    for a, b in zip(step_grads, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)

@@ -21,6 +21,22 @@ from torch import nn
 import tracetorch as tt
 
 F64 = torch.float64
+
+
+def build64(cls: type, *args: object, **kwargs: object) -> tt.Layer:
+    """``cls(*args, **kwargs)`` with float64 parameters, their float64 values kept exactly.
+
+    Parameter values are stored in the default dtype, so the layer is built under a float64
+    default rather than converted with ``.double()`` after rounding to float32.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        return cls(*args, **kwargs)
+    finally:
+        torch.set_default_dtype(previous)
+
+
 NAMES = [
     *("LI", "DLI", "SLI", "DSLI", "LIEMA", "DLIEMA", "SLIEMA", "DSLIEMA"),
     *("LIB", "DLIB", "SLIB", "RLIB", "DSLIB", "DRLIB", "SRLIB", "DSRLIB"),
@@ -163,7 +179,7 @@ def test_matches_the_reference_over_20_steps(name, quantized):
         extra["quant_fn"] = torch.round
     if switches(name)[3] in FIRING:  # the reference fires through sigmoid(4 x)
         extra["spike_fn"] = tt.functional.sigmoid4x
-    layer = getattr(tt.snn, name)(4, **values, **extra)
+    layer = build64(getattr(tt.snn, name), 4, **values, **extra)
     expected, states = simulate(name, values, xs, quant=quant)
     got = [layer(x) for x in xs]
     for t, (a, b) in enumerate(zip(got, expected, strict=True)):
@@ -184,7 +200,7 @@ def test_rank0_parameters_match_the_reference(name):
     ranks = {f"{p}_rank": 0 for p in values}
     if switches(name)[3] in FIRING:  # the reference fires through sigmoid(4 x)
         ranks["spike_fn"] = tt.functional.sigmoid4x
-    layer = getattr(tt.snn, name)(4, **values, **ranks)
+    layer = build64(getattr(tt.snn, name), 4, **values, **ranks)
     for p in values:
         assert getattr(layer, f"raw_{p}").shape == ()
     xs = [torch.randn(2, 4, generator=generator, dtype=F64) for _ in range(10)]
@@ -416,7 +432,7 @@ def test_lif_fires_exact_binary_spikes_like_the_reference():
     generator = torch.Generator().manual_seed(3)
     values = {"beta": torch.rand(4, generator=generator, dtype=F64) * 0.4 + 0.5}
     values["threshold"] = torch.rand(4, generator=generator, dtype=F64) + 0.5
-    layer = tt.snn.LIF(4, **values)
+    layer = build64(tt.snn.LIF, 4, **values)
     xs = [torch.randn(3, 4, generator=generator, dtype=F64) + 0.4 for _ in range(20)]
     got = torch.stack([layer(x) for x in xs])
     assert set(got.unique().tolist()) == {0.0, 1.0}

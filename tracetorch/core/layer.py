@@ -550,7 +550,10 @@ class Layer(nn.Module):
         self._write_states({name: fn(state) for name, state in live.items()})
         for constraint in self._tt_parameters.values():
             if constraint.baked:
-                constraint.kept.data = fn(constraint.kept.data)
+                kept = constraint.kept
+                kept.data = fn(kept.data)
+                if kept.grad is not None:
+                    kept.grad = fn(kept.grad)
                 constraint.baked_copy = fn(constraint.baked_copy)
         self.__dict__["_tt_cache"] = None
         return self
@@ -583,7 +586,20 @@ class Layer(nn.Module):
         Nothing is added to the class: ``self.<name>`` is looked up per instance, and its
         transform is computed once and reused until the raw tensor changes (an optimizer
         step, ``load_state_dict``), the graph behind it is used by a backward pass, the grad
-        mode changes, or :meth:`zero_states` / :meth:`detach_states` is called.
+        mode changes, or :meth:`zero_states` / :meth:`detach_states` is called. The raw
+        tensor is stored in the default dtype (``torch.get_default_dtype()``), whatever the
+        dtype of ``value``, so that a layer has one dtype (``.double()`` changes it).
+
+        Two consequences of the reuse:
+
+        - A change must go through the raw tensor's version counter, as every in-place
+          operation does (``with torch.no_grad(): layer.raw_beta -= lr * g``, ``copy_``,
+          optimizers, ``load_state_dict``). Writes through ``.data`` (``p.data = ...``,
+          ``p.data.fill_(...)``, ``torch.nn.utils.vector_to_parameters``) bypass it and are
+          seen only after :meth:`zero_states` or :meth:`detach_states`.
+        - While training, ``self.<name>`` is the very tensor the steps use. A loss built
+          from it (a regularizer) and the task loss share its graph: backpropagate their sum,
+          or pass ``retain_graph=True`` to the first of two ``backward()`` calls.
 
         Args:
             name: Public name; ``self.<name>`` returns ``transform(raw_<name>)``.
@@ -623,8 +639,7 @@ class Layer(nn.Module):
         exact = tensor.double() if not isinstance(value, Tensor) else tensor
         if _outside(exact, low, high):
             raise ValueError(f"{layer}: expected {name} in {bounds}, got {value!r}")
-        if not isinstance(value, Tensor) or not value.is_floating_point():
-            tensor = tensor.to(torch.get_default_dtype())
+        tensor = tensor.to(torch.get_default_dtype())  # one dtype per layer, as nn.Linear has
         if _outside(tensor, low, high):
             raise ValueError(
                 f"{layer}: {name}={value!r} rounds to {tensor.flatten()[0].item()!r} in "
@@ -703,7 +718,9 @@ class Layer(nn.Module):
                 store, key = self._buffers, name
             else:
                 store, key = (self._parameters if c.learnable else self._buffers), "raw_" + name
-            tensor = store[key]
+            tensor = store.get(key)
+            if tensor is None:  # moved out by torch.nn.utils.parametrize or pruning: computed
+                tensor = getattr(self, key)  # each read (and never matches the store below)
             if cache:
                 if tensor.is_inference():  # made under inference_mode: no version to watch
                     cache = False
@@ -733,12 +750,14 @@ class Layer(nn.Module):
 
         ``self.<name>`` then reads the stored value without recomputing the transform. Calling
         it again does nothing. :meth:`TTdecompile` undoes it. Running a baked layer with
-        autograd in training mode warns once: its parameters do not learn while baked.
+        autograd in training mode warns once: its parameters do not learn while baked. A raw
+        tensor under ``torch.nn.utils.parametrize`` (or pruning) is left as it is: its value
+        is still computed at each read.
         """
         for name, c in self._tt_parameters.items():
-            if c.baked:
-                continue
             store = self._parameters if c.learnable else self._buffers
+            if c.baked or "raw_" + name not in store:  # parametrized (or pruned): left as is
+                continue
             raw = store.pop("raw_" + name)
             value = raw if c.transform is None else c.transform(raw)
             self._buffers[name] = value.detach().clone()

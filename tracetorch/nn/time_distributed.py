@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 __all__ = ["TimeDistributed"]
@@ -50,12 +52,16 @@ class TimeDistributed(nn.Module):
             )
         self.module = module
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Any:
         """One step: ``module(x)``."""
         return self.module(x)
 
-    def forward_sequence(self, xs: Tensor) -> Tensor:
-        """All steps at once: ``[T, B, ...]`` to ``module`` on ``[T * B, ...]``, split back."""
+    def forward_sequence(self, xs: Tensor) -> Any:
+        """All steps at once: ``[T, B, ...]`` to ``module`` on ``[T * B, ...]``, split back.
+
+        A module that returns a tuple or list of tensors (``nn.MaxPool2d(...,
+        return_indices=True)``) gets each of them split back.
+        """
         if not isinstance(xs, Tensor) or xs.dim() < 2:
             shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
             raise ValueError(
@@ -63,4 +69,21 @@ class TimeDistributed(nn.Module):
             )
         steps, batch = xs.shape[:2]
         ys = self.module(xs.flatten(0, 1))
-        return ys.unflatten(0, (steps, batch))
+        if isinstance(ys, Tensor) and ys.dim() > 0:
+            return ys.unflatten(0, (steps, batch))
+        if isinstance(ys, tuple | list) and all(isinstance(y, Tensor) and y.dim() > 0 for y in ys):
+            split = [y.unflatten(0, (steps, batch)) for y in ys]
+            return type(ys)(*split) if hasattr(ys, "_fields") else type(ys)(split)
+        raise TypeError(
+            f"TimeDistributed: in sequence mode the wrapped {type(self.module).__name__} "
+            f"returned {_describe(ys)}; it must return a tensor with the batch first, or a "
+            f"tuple or list of them, for the timesteps to be split from the batch again"
+        )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {', '.join(_describe(v) for v in value) or 'nothing'}"
+    return f"a {type(value).__name__}"

@@ -150,10 +150,15 @@ class CellLayer(Layer):
 
         Read from ``_parameters`` directly: this runs at every step, and attribute lookup of a
         parameter goes through ``__getattr__`` (under ``torch.func.functional_call`` the
-        swapped-in tensors are in ``_parameters`` too).
+        swapped-in tensors are in ``_parameters`` too). A weight that
+        ``torch.nn.utils.parametrize``, pruning or ``weight_norm`` moved out of
+        ``_parameters`` is read as an attribute, which computes it.
         """
         p = self._parameters
-        return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        try:
+            return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        except KeyError:
+            return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     @property
     def out_features(self) -> int:
