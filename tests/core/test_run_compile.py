@@ -178,3 +178,22 @@ def test_inputs_of_other_strides_and_offsets_give_the_eager_results():
         for name, xs in inputs.items():
             expected = _run(net, xs.contiguous(), compile=False)
             torch.testing.assert_close(_run(net, xs, compile=True), expected, msg=name)
+
+
+@pytest.mark.slow
+def test_a_layer_called_twice_per_step_is_refused_when_compiled_too():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.li = tt.snn.LI(4)
+
+        def forward(self, x):
+            return self.li(self.li(x))
+
+    model = Twice()
+    xs = torch.rand(5, 2, 4)
+    model(xs[0])
+    before = model.li.mem
+    with pytest.raises(RuntimeError, match=r"LI \(at 'li' in Twice\) was called a second time"):
+        tt.run(model, xs, mode="sequence", compile=True)
+    assert model.li.mem is before

@@ -351,6 +351,93 @@ def test_a_layer_registered_twice_is_switched_once_and_restored() -> None:
     assert not any("forward" in m.__dict__ for m in model.modules())
 
 
+class Twice(tt.Model):
+    """One LI layer applied twice per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.li = nn.Linear(3, 3), tt.snn.LI(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.li(self.li(self.fc(x)))
+
+
+class SubSteps(tt.Model):
+    """Three sub-steps of one spiking layer per input step, as some SNNs are written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.lif = nn.Linear(3, 3), tt.snn.LIB(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        current = self.fc(x)
+        for _ in range(3):
+            spikes = self.lif(current)
+        return spikes
+
+
+class SharedGRU(tt.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = tt.rnn.GRU(3, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gru(self.gru(x))
+
+
+@pytest.mark.parametrize(
+    ("model", "where"),
+    [(Twice, "'li' in Twice"), (SubSteps, "'lif' in SubSteps"), (SharedGRU, "'gru'")],
+)
+def test_a_layer_called_twice_per_step_is_refused_in_sequence_mode_changing_nothing(
+    model, where
+) -> None:
+    torch.manual_seed(0)
+    model = model()
+    xs = torch.rand(5, 2, 3)
+    model(xs[0])  # live states, to be kept
+    before = model.save_states()
+    with pytest.raises(RuntimeError, match=rf"\(at {where}.*called a second time.*mode='step'"):
+        model.run(xs, mode="sequence")
+    after = model.save_states()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    with pytest.raises(tt.testing.SequenceCheckError, match="called a second time"):
+        tt.testing.check_sequence(model, xs)
+    with pytest.raises(RuntimeError, match="called a second time"), tt.sequence_mode(model):
+        model(xs)
+    assert model.run(xs).shape == (5, 2, 3)  # step mode is right for it
+
+
+def test_each_call_of_the_model_in_sequence_mode_may_call_each_layer_once() -> None:
+    torch.manual_seed(0)
+    model = Mixed()
+    xs = torch.rand(6, 2, 3)
+    expected = model.run(xs)
+    model.zero_states()
+    with tt.sequence_mode(model):  # two sequences in a row, continuing the states
+        ys = torch.cat([model(xs[:3]), model(xs[3:])])
+        model.net[1](torch.rand(3, 2, 4))  # a layer called on its own, twice
+        model.net[1](torch.rand(3, 2, 4))
+    torch.testing.assert_close(ys, expected)
+    model.zero_states()
+    ys, _ = tt.functional_call(model, {}, xs, mode="sequence")
+    torch.testing.assert_close(ys, expected)
+
+
+def test_a_model_failing_in_sequence_mode_leaves_every_state_as_it_was() -> None:
+    model = Exploding()
+    model.first(torch.rand(2, 3))
+    model.inner(torch.rand(2, 3))
+    before = model.save_states()
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        model.run(torch.rand(4, 2, 3), mode="sequence")  # fails after 'first' ran 4 steps
+    after = model.save_states()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
 # -------------------------------------------------------------------------- TimeDistributed
 
 

@@ -34,9 +34,112 @@ def _has_sequence_path(module: nn.Module) -> bool:
     return callable(getattr(type(module), "forward_sequence", None))
 
 
-def _switch_to_sequences(module: nn.Module) -> list[nn.Module]:
-    """Switch the layers of :func:`sequence_mode`; returns them for :func:`_switch_back`."""
-    switched = _sequence_modules(module)
+def _is_stateful(module: nn.Module) -> bool:
+    """Whether ``module`` is a :class:`~tracetorch.Layer` (a module with hidden states)."""
+    return bool(module.__dict__.get("_state_names"))
+
+
+class _OncePerCall:
+    """A stateful layer's ``forward`` in sequence mode: its ``forward_sequence``, once per call.
+
+    In step mode a layer that a model calls more than once per step (one instance in two
+    places, or in a loop of sub-steps) advances its states once per call, interleaved with
+    the other layers. In sequence mode each of those calls would run the whole sequence, one
+    after the other, which computes something else: the second call raises instead.
+    It counts the calls while ``watch`` is set: for the one call of the model :func:`run`
+    makes, or, in :func:`sequence_mode`, during each call of the model (set and cleared by
+    hooks on it; a layer called on its own in the block runs each time it is called).
+
+    One per layer, kept while the layer lives (see :func:`_once_per_call`): a compiled model
+    (``tt.run(..., compile=True)``) finds the same object in each call, where a new one
+    would make it compile again. It refers to the layer and the model weakly.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = weakref.ref(layer)
+        self.model: weakref.ReferenceType[nn.Module] | None = None  # set for each run
+        self.watch = False
+        self.called = False
+
+    def __call__(self, xs: Tensor) -> Tensor:
+        if self.watch:
+            if self.called:
+                raise RuntimeError(self._twice())
+            self.called = True
+        return self.layer().forward_sequence(xs)
+
+    def _twice(self) -> str:
+        layer, model = self.layer(), self.model()
+        path = next(name for name, sub in model.named_modules() if sub is layer)
+        return (
+            f"{type(layer).__name__} (at {path!r} in {type(model).__name__}) was called a "
+            f"second time in one sequence-mode call: a layer called more than once per step "
+            f"(one instance in two places, or in a loop of sub-steps) advances its states "
+            f"once per call in step mode, which sequence mode cannot reproduce (each call "
+            f"runs the whole sequence); run this model with mode='step', or give each place "
+            f"its own layer"
+        )
+
+
+_ONCE: weakref.WeakKeyDictionary[nn.Module, _OncePerCall] = weakref.WeakKeyDictionary()
+
+
+def _once_per_call(layer: nn.Module, model: nn.Module) -> _OncePerCall:
+    """The ``forward`` of ``layer`` in sequence mode, as a part of ``model``."""
+    forward = _ONCE.get(layer)
+    if forward is None:
+        forward = _ONCE[layer] = _OncePerCall(layer)
+    forward.model = weakref.ref(model)
+    forward.watch = True
+    forward.called = False
+    return forward
+
+
+_END = object()  # in _survey's stack: the walk leaves the switched module it entered
+
+
+def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """One walk through ``module``: what :func:`_sequence_modules` returns, and every layer.
+
+    Returns:
+        The modules sequence mode switches, and every module with hidden states under
+        ``module`` (inside the switched ones too), each once.
+    """
+    switched: list[nn.Module] = []
+    stateful: list[nn.Module] = []
+    seen: set[int] = set()
+    pending: list[object] = [module]
+    inside = False  # below a switched module (until its end mark is popped)
+    while pending:
+        sub = pending.pop()
+        if sub is _END:
+            inside = False
+            continue
+        if sub is None or id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        if sub.__dict__.get("_state_names"):
+            stateful.append(sub)
+        if not inside and _has_sequence_path(sub):
+            switched.append(sub)
+            inside = True
+            pending.append(_END)
+        if sub._modules:
+            pending.extend(reversed(sub._modules.values()))
+    return switched, stateful
+
+
+def _switch_to_sequences(
+    module: nn.Module,
+) -> tuple[list[nn.Module], list[_OncePerCall], list[nn.Module]]:
+    """Switch the layers of :func:`sequence_mode`; returns them for :func:`_switch_back`.
+
+    Returns:
+        The modules switched; the ``forward`` given to each stateful layer among them below
+        ``module`` (``module`` itself, when it is one, runs its ``forward_sequence`` as is);
+        and every module with hidden states under ``module``, switched or not.
+    """
+    switched, stateful = _survey(module)
     for sub in switched:
         if "forward" in sub.__dict__:
             where = "" if sub is module else f" (its layer {type(sub).__name__})"
@@ -44,14 +147,27 @@ def _switch_to_sequences(module: nn.Module) -> list[nn.Module]:
                 f"sequence_mode: {type(module).__name__}{where} is already in sequence mode "
                 f"(or has an instance attribute 'forward')"
             )
+    once = []
     for sub in switched:
-        sub.__dict__["forward"] = sub.forward_sequence
-    return switched
+        if sub is not module and _is_stateful(sub):
+            forward = _once_per_call(sub, module)
+            once.append(forward)
+        else:
+            forward = sub.forward_sequence
+        sub.__dict__["forward"] = forward
+    return switched, once, stateful
 
 
 def _switch_back(switched: list[nn.Module]) -> None:
     for sub in switched:
         sub.__dict__.pop("forward", None)
+
+
+def _watch(once: list[_OncePerCall], watch: bool) -> None:
+    """Count the calls of each layer (during a call of the model), or stop counting them."""
+    for forward in once:
+        forward.watch = watch
+        forward.called = False
 
 
 @contextmanager
@@ -64,16 +180,38 @@ def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
     extra leading dimensions (``nn.Linear``, activations, ``nn.Dropout``) work unchanged;
     wrap those that need ``[B, ...]`` (``nn.Conv2d``, pooling, ``nn.BatchNorm2d``,
     ``nn.Flatten``) in :class:`~tracetorch.nn.TimeDistributed`. Every layer is switched back
-    on exit, also when an exception is raised.
+    on exit, also when an exception is raised. Each call of ``module`` in the block runs the
+    next sequence; within one call, a layer below ``module`` may run only once (a layer
+    called twice per step raises, see :func:`run`).
 
     Raises:
         RuntimeError: ``module`` is already in sequence mode.
     """
-    switched = _switch_to_sequences(module)
+    switched, once, _ = _switch_to_sequences(module)
+    _watch(once, False)
+    hooks = []
+    if once:
+        hooks.append(module.register_forward_pre_hook(lambda *_: _watch(once, True)))
+        hooks.append(module.register_forward_hook(lambda *_: _watch(once, False), always_call=True))
     try:
         yield module
     finally:
+        for hook in hooks:
+            hook.remove()
         _switch_back(switched)
+
+
+def _states(layers: list[nn.Module]) -> list[tuple[nn.Module, dict[str, Tensor | None]]]:
+    """The states of ``layers``, to put back with :func:`_restore`."""
+    return [
+        (layer, {name: layer.__dict__[name] for name in layer.__dict__["_state_names"]})
+        for layer in layers
+    ]
+
+
+def _restore(saved: list[tuple[nn.Module, dict[str, Tensor | None]]]) -> None:
+    for layer, states in saved:
+        layer._write_states(states)
 
 
 _COMPILED: weakref.WeakKeyDictionary[
@@ -189,7 +327,10 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
 
     The default is ``"step"`` because it gives the right answer for every model; a model
     whose forward reshapes or indexes its input by position (``x.view(B, -1)``,
-    ``x[:, 0]``) would silently compute something else in sequence mode.
+    ``x[:, 0]``) would silently compute something else in sequence mode. A layer that the
+    model calls more than once per step (one instance in two places, or in a loop of
+    sub-steps) cannot run in sequence mode: its second call raises a ``RuntimeError`` that
+    names it. A call in sequence mode that raises leaves every state as it found it.
 
     Args:
         module: Any ``nn.Module`` (a :class:`tracetorch.Model`, an ``nn.Sequential``, a
@@ -240,9 +381,13 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
         raise ValueError(f"run: expected xs of shape [T, *step_shape] with T >= 1, got {shape}")
     if mode == "step":
         return torch.stack([module(x) for x in xs])
-    switched = _switch_to_sequences(module)  # sequence_mode(module), without its generator
+    switched, _, stateful = _switch_to_sequences(module)  # sequence_mode(), one call, no hook
+    saved = _states(stateful)
     try:
         ys = _run_compiled(module, xs) if compile else module(xs)
+    except BaseException:  # all or nothing: no layer is left steps ahead of the others
+        _restore(saved)
+        raise
     finally:
         _switch_back(switched)
     if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
