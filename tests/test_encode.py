@@ -209,3 +209,19 @@ def test_delta_takes_integer_sequences_and_rejects_bad_input():
 def test_the_encoders_are_reachable_from_the_package():
     assert tt.encode.rate is rate and tt.encode.latency is latency and tt.encode.delta is delta
     assert {"encode", "loss", "plot"} <= set(tt.__all__)
+
+
+@pytest.mark.parametrize(
+    ("values", "threshold", "dtype"),
+    [
+        ([1.0, 1.0], 1e-9, torch.float32),
+        ([1.0, 0.9], 1e-8, torch.float32),
+        ([1.0, 0.6], 1e-4, torch.float16),
+    ],
+)
+def test_latency_normalized_with_every_time_rounding_to_zero_fires_at_once(
+    values, threshold, dtype
+):
+    x = torch.tensor(values, dtype=dtype)
+    spikes = tt.encode.latency(x, 5, threshold=threshold, normalize=True)
+    assert torch.equal(spikes[0], torch.ones_like(x)) and not spikes[1:].any()

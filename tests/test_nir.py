@@ -145,6 +145,56 @@ def test_convolutional_chain_round_trip_in_both_modes():
         torch.testing.assert_close(ys_loaded, ys)
 
 
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),
+        nn.Conv2d(4, 4, (3, 5)),
+        nn.Conv1d(4, 2, 3, groups=2),
+    ],
+)
+def test_grouped_and_non_square_convolutions_round_trip_through_a_file(conv, tmp_path):
+    # nir 1.0 infers these shapes wrongly: the export writes the traced ones, the load reads
+    # the file past nir's check
+    torch.manual_seed(0)
+    spatial = (8, 8) if isinstance(conv, nn.Conv2d) else (8,)
+    model = nn.Sequential(
+        tt.nn.TimeDistributed(conv),
+        tt.snn.LIF(conv.out_channels, threshold=0.3, dim=-1 - len(spatial), reset="zero"),
+    )
+    xs = drive((2, 4, *spatial), seed=5)
+    path = tmp_path / "conv.nir"
+    nir.write(path, tt.nir.export(model, xs[0]))
+    loaded = tt.nir.load(path)
+    assert loaded.net[0].module.groups == conv.groups
+    for mode in ("step", "sequence"):
+        spikes, _ = spikes_and_outputs(model, "1", xs, mode)
+        spikes_loaded, _ = spikes_and_outputs(loaded, "net.1", xs, mode)
+        assert spikes.any() and torch.equal(spikes_loaded, spikes)
+
+
+def test_a_bias_at_or_above_the_threshold_round_trips_as_a_biased_layer():
+    # mem + bias > threshold is NIR's v > threshold - bias, which may be <= 0 (fires from rest)
+    torch.manual_seed(0)
+    bias = torch.tensor([0.0, 0.5, 1.0, 1.5])
+    model = nn.Sequential(
+        nn.Linear(3, 4),
+        tt.snn.LIB(4, threshold=1.0, bias=bias, reset="zero"),
+        nn.Linear(4, 4),
+        tt.snn.SLIB(4, threshold=0.5, bias=bias, reset="zero"),
+    )
+    xs = drive((2, 3), seed=2) - 1.0
+    graph = tt.nir.export(model, xs[0])
+    assert (graph.nodes["1"].v_threshold <= 0).any() and (graph.nodes["3"].v_threshold <= 0).any()
+    loaded = tt.nir.load(graph)
+    assert [type(m) for m in loaded.net] == [nn.Linear, tt.snn.LIB, nn.Linear, tt.snn.SLIB]
+    for mode in ("step", "sequence"):
+        spikes, ys = spikes_and_outputs(model, "1", xs, mode)
+        spikes_loaded, ys_loaded = spikes_and_outputs(loaded, "net.1", xs, mode)
+        assert torch.equal(spikes_loaded, spikes)
+        torch.testing.assert_close(ys_loaded, ys)
+
+
 def test_leaky_kinds_and_dt():
     model = nn.Sequential(tt.snn.LIEMA(2, beta=0.75), tt.snn.Decay(2, beta=0.5))
     graph = tt.nir.export(model, torch.zeros(1, 2), dt=1e-3)

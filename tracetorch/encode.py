@@ -191,7 +191,8 @@ def latency(
         times = torch.log(value / (value - threshold))
         if normalize:
             latest = times[fires].max() if fires.any() else times.new_ones(())
-            times = times * ((steps - 1) / latest)
+            # all firing times rounded to 0 (a threshold far below the values): all fire first
+            times = times * ((steps - 1) / latest) if latest > 0 else torch.zeros_like(times)
         else:
             times = tau * times
     index = times.round().clamp(max=steps - 1).long()

@@ -68,7 +68,7 @@ from .core.layer import Layer
 from .core.model import Model, layers, zero_states
 from .functional.leaky import LeakyConfig
 from .nn.time_distributed import TimeDistributed
-from .snn import LI, LIEMA, LIF, SLIB, LeakyIntegrator
+from .snn import LI, LIB, LIEMA, LIF, SLIB, LeakyIntegrator
 
 try:  # nir depends on numpy; without either, tt.nir raises the ImportError of _nir()
     import numpy as np
@@ -398,6 +398,10 @@ def export(
         out_shape = tuple(y.shape[1:])
         if node is None:
             continue
+        if isinstance(node, nir.Conv1d | nir.Conv2d):  # the shapes traced, not nir's guess,
+            # which ignores groups and all but the first kernel size (nir 1.0)
+            node.input_type = {"input": np.array(x.shape[1:])}
+            node.output_type = {"output": np.array(out_shape)}
         name = path or type(module).__name__
         while name in nodes or name == "output":
             name += "_"
@@ -545,6 +549,8 @@ def _neuron_layer(who: str, node: Any, shape: tuple[int, ...], dt: float) -> Lay
         dim, v = _per_neuron(who, fields, shape)
         beta = _decay(who, "tau", v["tau"], dt)
         threshold = v["v_threshold"] / _gain(who, v["r"] * dt / v["tau"])
+        if (threshold <= 0).any():  # fires from rest: a positive threshold less a bias
+            return LIB(len(beta), beta=beta, dim=dim, reset="zero", **_biased(threshold))
         return LIF(len(beta), beta=beta, threshold=threshold, dim=dim, reset="zero")
     _at_rest(who, node, ("v_leak", "v_reset"))
     fields = {
@@ -559,7 +565,43 @@ def _neuron_layer(who: str, node: Any, shape: tuple[int, ...], dt: float) -> Lay
     beta = _decay(who, "tau_mem", v["tau_mem"], dt)
     gain = _gain(who, v["r"] * dt / v["tau_mem"] * v["w_in"])
     threshold = v["v_threshold"] / gain
+    if (threshold <= 0).any():
+        return SLIB(len(beta), alpha=alpha, beta=beta, dim=dim, reset="zero", **_biased(threshold))
     return SLIB(len(beta), alpha=alpha, beta=beta, threshold=threshold, dim=dim, reset="zero")
+
+
+def _biased(threshold: Tensor) -> dict[str, Tensor]:
+    """``threshold`` (some not positive) as a positive threshold and a bias, for LIB/SLIB.
+
+    A neuron fires where ``mem + bias > threshold``: a threshold ``t <= 0`` becomes a
+    threshold of 1 and a bias of ``1 - t``; the others keep their threshold and no bias.
+    """
+    positive = threshold > 0
+    return {
+        "threshold": torch.where(positive, threshold, torch.ones_like(threshold)),
+        "bias": torch.where(positive, torch.zeros_like(threshold), 1 - threshold),
+    }
+
+
+def _read(nir: Any, path: str | os.PathLike) -> Any:
+    """``nir.read(path)``, past nir's shape inference where it is known to be wrong.
+
+    nir 1.0 infers a convolution's input channels without its ``groups`` and its output
+    size from the first kernel size alone, so a graph with a grouped convolution or a
+    non-square kernel fails nir's own type check. Such a graph is read without the check
+    (the layers built from it check their input shapes when they run); any other failure is
+    raised as it is.
+    """
+    try:
+        return nir.read(path)
+    except ValueError:
+        graph = nir.read(path, type_check=False)
+        for node in graph.nodes.values():
+            if isinstance(node, nir.Conv1d | nir.Conv2d):
+                kernel = np.asarray(node.weight).shape[2:]
+                if int(node.groups) > 1 or len(set(kernel)) > 1:
+                    return graph
+        raise
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -662,7 +704,7 @@ def load(graph: nir_package.NIRGraph | str | os.PathLike, *, dt: float = DT) -> 
     nir = _nir()
     dt = _check_dt("tt.nir.load", dt)
     if isinstance(graph, (str, os.PathLike)):
-        graph = nir.read(graph)
+        graph = _read(nir, graph)
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(
             f"tt.nir.load: expected a nir.NIRGraph or a file path, got {type(graph).__name__}"
