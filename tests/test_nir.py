@@ -195,6 +195,17 @@ def test_a_bias_at_or_above_the_threshold_round_trips_as_a_biased_layer():
         torch.testing.assert_close(ys_loaded, ys)
 
 
+class _DoubledLI(tt.snn.LI):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(2 * x)
+
+
+def test_a_subclass_with_its_own_step_has_no_nir_node():
+    model = nn.Sequential(nn.Linear(3, 4), _DoubledLI(4))
+    with pytest.raises(ValueError, match=r"'1' \(_DoubledLI\) redefines the step"):
+        tt.nir.export(model, torch.zeros(1, 3))
+
+
 def test_leaky_kinds_and_dt():
     model = nn.Sequential(tt.snn.LIEMA(2, beta=0.75), tt.snn.Decay(2, beta=0.5))
     graph = tt.nir.export(model, torch.zeros(1, 2), dt=1e-3)

@@ -275,6 +275,12 @@ def _node(
     """The NIR node of one module whose per-sample input shape is ``shape`` (None: skip)."""
     name = f"{path!r} ({type(module).__name__})"
     if isinstance(module, LeakyIntegrator):
+        if not module._follows_step(LeakyIntegrator):
+            raise ValueError(
+                f"tt.nir.export: {name} redefines the step of the layer it extends, so the "
+                f"NIR node of that layer would not describe it; it has no NIR node; what "
+                f"maps: {_MAPS}"
+            )
         return _leaky_node(nir, path, module, shape, dt, approx)
     if isinstance(module, (nn.Identity, nn.Dropout)):
         return None

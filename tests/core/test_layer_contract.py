@@ -404,6 +404,70 @@ def test_moving_a_baked_layer_moves_the_gradients_of_its_raw_tensors():
     optimizer.step()
 
 
+class Composite(tt.snn.Layer):
+    """A user layer built around a built-in one: a trace of the inner LI's output."""
+
+    def __init__(self, n: int, dim: int = -1) -> None:
+        super().__init__(n, dim=dim)
+        self._initialize_state("trace")
+        self.inner = nn.Sequential(tt.snn.LIB(n, dim=dim, spike_fn=tt.functional.sigmoid4x))
+
+    def forward(self, x):
+        x, states = self._read_states(x)
+        trace = states["trace"] * 0.5 + self.inner(x)
+        self._write_states({"trace": trace})
+        return trace
+
+
+def test_the_methods_of_a_layer_reach_the_layers_inside_it():
+    layer = Composite(3)
+    inner = layer.inner[0]
+    for _ in range(2):
+        layer(torch.rand(2, 3, requires_grad=True))
+    layer.detach_states()
+    assert layer.trace.grad_fn is None and inner.mem.grad_fn is None
+    layer.zero_states()
+    assert layer.trace is None and inner.mem is None
+    layer.TTcompile()
+    assert "beta" in inner._buffers and "raw_beta" not in inner._parameters
+    layer.TTdecompile()
+    assert "raw_beta" in inner._parameters
+    tt.testing.check_layer(lambda dim=-1: Composite(3, dim=dim).double(), (2, 3))
+
+
+class InPlace(tt.snn.Layer):
+    """Updates its two states in place, a speed idiom without autograd."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self._initialize_state("syn")
+        self._initialize_state("mem")
+
+    def forward(self, x):
+        self._ensure_states(x)
+        self.syn.mul_(0.5).add_(x)
+        self.mem.mul_(0.9).add_(self.syn)
+        return self.mem
+
+
+def test_new_states_are_separate_tensors():
+    layer = InPlace(2)
+    with torch.no_grad():
+        assert layer(torch.ones(1, 2)).tolist() == [[1.0, 1.0]]
+    assert layer.syn is not layer.mem
+    _, states = tt.snn.SLIB(2)._read_states(torch.ones(1, 2))
+    assert states["syn"] is not states["mem"]
+
+
+def test_registering_before_layer_init_names_the_fix():
+    class Early(tt.snn.Layer):
+        def __init__(self) -> None:
+            self._initialize_state("mem")
+
+    with pytest.raises(RuntimeError, match=r"Early: cannot register state 'mem' before Layer"):
+        Early()
+
+
 # --------------------------------------------------------------------------- round trips
 
 

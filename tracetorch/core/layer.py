@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import _recomputation_error, _recomputing
+from .walk import find_modules
 
 __all__ = ["Layer"]
 
@@ -151,6 +152,11 @@ class Layer(nn.Module):
     # ----------------------------------------------------------------------------- states
 
     def _check_new_name(self, name: str, kind: str) -> None:
+        if "_state_names" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}: cannot register {kind} {name!r} before "
+                f"Layer.__init__() has run; call super().__init__(...) first in __init__"
+            )
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(
                 f"{type(self).__name__}: {kind} name must be an identifier, got {name!r}"
@@ -310,13 +316,11 @@ class Layer(nn.Module):
                     f"{tuple(shape)}); call zero_states() before changing the batch or "
                     f"spatial shape"
                 )
-        zeros = None
         states = {}
         for name in d["_state_names"]:
             state = live.get(name)
-            if state is None:
-                zeros = x.new_zeros(shape) if zeros is None else zeros
-                state = zeros
+            if state is None:  # one tensor each: a layer may update its states in place
+                state = x.new_zeros(shape)
             states[name] = state
         return x, states
 
@@ -530,17 +534,44 @@ class Layer(nn.Module):
             return value
         return value.view(-1, *(1,) * trailing)
 
+    def _inner_layers(self) -> list[Layer]:
+        """The outermost layers inside this one (a layer built from others), each once.
+
+        :meth:`zero_states`, :meth:`detach_states`, :meth:`TTcompile` and
+        :meth:`TTdecompile` act on them too, each through its own method (which reaches the
+        layers inside it in turn).
+        """
+        if not self._modules:
+            return []
+        found = [
+            layer
+            for child in self._modules.values()
+            if child is not None
+            for layer in find_modules(child, _is_layer, enter_matches=False)
+        ]
+        return list(dict.fromkeys(found))
+
     def zero_states(self) -> None:
-        """Forget every hidden state: each reads ``None`` until the next forward."""
+        """Forget every hidden state: each reads ``None`` until the next forward.
+
+        The layers inside this one, if any, forget theirs too.
+        """
         self._write_states(dict.fromkeys(self._state_names))
         self.__dict__["_tt_cache"] = None
+        for layer in self._inner_layers():
+            layer.zero_states()
 
     def detach_states(self) -> None:
-        """Cut the autograd graph behind every hidden state, keeping its values (truncated BPTT)."""
+        """Cut the autograd graph behind every hidden state, keeping its values (truncated BPTT).
+
+        The layers inside this one, if any, cut theirs too.
+        """
         d = self.__dict__
         live = {name: d[name] for name in self._state_names if d[name] is not None}
         self._write_states({name: state.detach() for name, state in live.items()})
         self.__dict__["_tt_cache"] = None
+        for layer in self._inner_layers():
+            layer.detach_states()
 
     def _apply(self, fn, recurse=True):
         # .to(), .cuda(), .double(), ... move the live states along with the parameters.
@@ -764,6 +795,8 @@ class Layer(nn.Module):
             c.kept, c.baked, c.baked_copy = raw, True, value.detach().clone()
             self.__dict__["_tt_warn_baked"] = True
         self.__dict__["_tt_cache"] = None
+        for layer in self._inner_layers():
+            layer.TTcompile()
 
     @torch.no_grad()
     def TTdecompile(self) -> None:  # noqa: N802 (public name of the API)
@@ -787,6 +820,8 @@ class Layer(nn.Module):
             c.kept, c.baked, c.baked_copy = None, False, None
         self.__dict__["_tt_cache"] = None
         self.__dict__["_tt_warn_baked"] = False
+        for layer in self._inner_layers():
+            layer.TTdecompile()
 
     # ------------------------------------------------------------------------------- repr
 
@@ -811,6 +846,10 @@ class Layer(nn.Module):
             states.append(f"{name}: {'None' if state is None else list(state.shape)}")
         parts.append("states={" + ", ".join(states) + "}")
         return ", ".join(parts)
+
+
+def _is_layer(module: nn.Module) -> bool:
+    return isinstance(module, Layer)
 
 
 def _positive_int(layer: str, arg: str, value: object) -> int:
