@@ -570,10 +570,8 @@ def _neuron_layer(who: str, node: Any, shape: tuple[int, ...], dt: float) -> Lay
     alpha = _decay(who, "tau_syn", v["tau_syn"], dt)
     beta = _decay(who, "tau_mem", v["tau_mem"], dt)
     gain = _gain(who, v["r"] * dt / v["tau_mem"] * v["w_in"])
-    threshold = v["v_threshold"] / gain
-    if (threshold <= 0).any():
-        return SLIB(len(beta), alpha=alpha, beta=beta, dim=dim, reset="zero", **_biased(threshold))
-    return SLIB(len(beta), alpha=alpha, beta=beta, threshold=threshold, dim=dim, reset="zero")
+    threshold = v["v_threshold"] / gain  # SLIB has a bias: 0 unless some threshold is <= 0
+    return SLIB(len(beta), alpha=alpha, beta=beta, dim=dim, reset="zero", **_biased(threshold))
 
 
 def _biased(threshold: Tensor) -> dict[str, Tensor]:

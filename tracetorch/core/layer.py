@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import _recomputation_error, _recomputing
+from .sequence import _restore, _states
 from .walk import find_modules
 
 __all__ = ["Layer"]
@@ -468,13 +469,11 @@ class Layer(nn.Module):
         step = type(self).forward
         # a step that raises after others succeeded puts back the states the call found
         # (this layer's and those of the layers inside it), so a failed call leaves no trace
-        layers = [m for m in self.modules() if isinstance(m, Layer)]
-        found = [{name: m.__dict__[name] for name in m._state_names} for m in layers]
+        found = _states([m for m in self.modules() if isinstance(m, Layer)])
         try:
             return torch.stack([step(self, x) for x in xs])
         except BaseException:
-            for layer, states in zip(layers, found, strict=True):
-                layer._write_states(states)
+            _restore(found)
             raise
 
     def _check_sequence(self, xs: Tensor) -> None:
@@ -547,7 +546,7 @@ class Layer(nn.Module):
             layer
             for child in self._modules.values()
             if child is not None
-            for layer in find_modules(child, _is_layer, enter_matches=False)
+            for layer in _outermost_layers(child)
         ]
         return list(dict.fromkeys(found))
 
@@ -848,8 +847,15 @@ class Layer(nn.Module):
         return ", ".join(parts)
 
 
-def _is_layer(module: nn.Module) -> bool:
-    return isinstance(module, Layer)
+def _outermost_layers(module: nn.Module) -> list[Layer]:
+    """The layers under ``module`` (itself included) not inside another layer, each once.
+
+    Their :meth:`~Layer.zero_states`, :meth:`~Layer.detach_states`, :meth:`~Layer.TTcompile`
+    and :meth:`~Layer.TTdecompile` reach the layers inside them.
+    """
+    return find_modules(  # type: ignore[return-value]
+        module, lambda sub: isinstance(sub, Layer), enter_matches=False
+    )
 
 
 def _positive_int(layer: str, arg: str, value: object) -> int:

@@ -7,9 +7,8 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from .layer import Layer
+from .layer import Layer, _outermost_layers
 from .sequence import Mode, run
-from .walk import find_modules
 
 __all__ = [
     "Model",
@@ -35,22 +34,15 @@ def layers(module: nn.Module) -> Iterator[tuple[str, Layer]]:
             yield path, sub
 
 
-def _outer_layers(module: nn.Module) -> list[Layer]:
-    """The outermost layers under ``module``: each one's methods reach the layers inside it."""
-    return find_modules(  # type: ignore[return-value]
-        module, lambda sub: isinstance(sub, Layer), enter_matches=False
-    )
-
-
 def zero_states(module: nn.Module) -> None:
     """Reset every hidden state under ``module`` to ``None`` (recreated as zeros on next use)."""
-    for layer in _outer_layers(module):
+    for layer in _outermost_layers(module):
         layer.zero_states()
 
 
 def detach_states(module: nn.Module) -> None:
     """Cut the autograd graph behind every hidden state under ``module``, keeping the values."""
-    for layer in _outer_layers(module):
+    for layer in _outermost_layers(module):
         layer.detach_states()
 
 
@@ -59,13 +51,13 @@ def TTcompile(module: nn.Module) -> None:  # noqa: N802 (public name of the API)
 
     See :meth:`tracetorch.Layer.TTcompile`.
     """
-    for layer in _outer_layers(module):
+    for layer in _outermost_layers(module):
         layer.TTcompile()
 
 
 def TTdecompile(module: nn.Module) -> None:  # noqa: N802 (public name of the API)
     """Restore the raw trainable parameters of every layer under ``module``."""
-    for layer in _outer_layers(module):
+    for layer in _outermost_layers(module):
         layer.TTdecompile()
 
 

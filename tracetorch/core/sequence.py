@@ -12,8 +12,6 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from .walk import find_modules
-
 __all__ = ["run", "sequence_mode"]
 
 Mode = Literal["step", "sequence"]
@@ -27,7 +25,7 @@ def _sequence_modules(module: nn.Module) -> list[nn.Module]:
     which calls the children one step at a time). Each module counts once, however often
     it is registered.
     """
-    return find_modules(module, _has_sequence_path, enter_matches=False)
+    return _survey(module)[0]
 
 
 def _has_sequence_path(module: nn.Module) -> bool:
@@ -99,11 +97,12 @@ _END = object()  # in _survey's stack: the walk leaves the switched module it en
 
 
 def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """One walk through ``module``: what :func:`_sequence_modules` returns, and every layer.
+    """One walk through ``module``: what sequence mode switches, and every layer.
 
     Returns:
-        The modules sequence mode switches, and every module with hidden states under
-        ``module`` (inside the switched ones too), each once.
+        The outermost modules that have ``forward_sequence`` (in the order of
+        ``named_modules()``, see :func:`_sequence_modules`), and every module with hidden
+        states under ``module`` (inside the switched ones too), each once.
     """
     switched: list[nn.Module] = []
     stateful: list[nn.Module] = []
@@ -118,7 +117,7 @@ def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
         if sub is None or id(sub) in seen:
             continue
         seen.add(id(sub))
-        if sub.__dict__.get("_state_names"):
+        if _is_stateful(sub):
             stateful.append(sub)
         if not inside and _has_sequence_path(sub):
             switched.append(sub)

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from ..core.layer import Layer
-from ..core.model import layers, load_states, save_states
+from ..core.model import load_states, save_states
 from .check_function import GradientCheckError, check_function
+from .check_sequence import _live_states
 
 __all__ = ["CHECKS", "LayerCheckError", "check_layer"]
 
@@ -363,12 +364,7 @@ class _Checker:
         layer = self.copy()
         self.run(layer, self.xs[:split])
         saved = save_states(layer)
-        live = {  # keyed as save_states keys them (with the layers inside this one, if any)
-            f"{path}.{name}" if path else name
-            for path, sub in layers(layer)
-            for name in sub.state_names
-            if getattr(sub, name) is not None
-        }
+        live = set(_live_states(layer))  # with those of the layers inside it, if any
         if set(saved) != live:
             self.fail(check, f"save_states() returned {sorted(saved)}, expected {sorted(live)}")
         expected = self.run(layer, self.xs[split:], offset=split)
