@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,6 +205,21 @@ def test_delta_takes_integer_sequences_and_rejects_bad_input():
         delta(torch.tensor(1.0))
     with pytest.raises(ValueError, match=r"delta: expected threshold >= 0"):
         delta(torch.rand(3), -0.1)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="delta: expected finite values, got NaN"):
+            delta(torch.tensor([0.0, bad, 1.0]))
+
+
+def test_numpy_scalars_are_numbers_to_the_encoders():
+    x = torch.tensor([0.1, 0.5, 0.9])
+    assert torch.equal(latency(x, 8, tau=np.float32(3.0)), latency(x, 8, tau=3.0))
+    assert torch.equal(delta(x, np.float32(0.2)), delta(x, 0.2))
+    assert torch.equal(
+        rate(x, 4, gain=np.int64(1), generator=torch.Generator().manual_seed(0)),
+        rate(x, 4, gain=1.0, generator=torch.Generator().manual_seed(0)),
+    )
+    with pytest.raises(TypeError, match="latency: expected tau to be a float, got True"):
+        latency(x, 8, tau=True)
 
 
 def test_the_encoders_are_reachable_from_the_package():

@@ -277,8 +277,14 @@ def test_graphs_that_do_not_load_are_named():
         },
         edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")],
     )
-    with pytest.raises(ValueError, match="not a chain at node 'input'"):
+    with pytest.raises(ValueError, match=r"not a chain: node 'input' has 2 edges out"):
         tt.nir.load(branch)
+    affine = {n: nir.Affine(weight=np.eye(2), bias=np.zeros(2)) for n in "ab"}
+    ends = {"input": nir.Input(input_type=np.array([2])), "output": nir.Output(np.array([2]))}
+    edges = [("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")]  # a loop through a
+    loop = nir.NIRGraph(nodes={**ends, **affine}, edges=edges)
+    with pytest.raises(ValueError, match=r"node 'a' has edges in from \['input', 'b'\]"):
+        tt.nir.load(loop)
     threshold = nir.NIRGraph.from_list(nir.Threshold(threshold=np.ones(2)))
     with pytest.raises(ValueError, match="Threshold node, which tracetorch does not load"):
         tt.nir.load(threshold)

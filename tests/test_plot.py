@@ -144,6 +144,8 @@ def test_bad_recordings_are_rejected_naming_the_function(function):
         function("spikes")
     with pytest.raises(ValueError, match=rf"{name}: expected at least one timestep"):
         function([])
+    with pytest.raises(ValueError, match=rf"{name}: expected at least one timestep, got \w+ of"):
+        function(torch.zeros(0, 3))
 
 
 # -- matplotlib stays optional ----------------------------------------------------------------

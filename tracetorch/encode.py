@@ -18,6 +18,7 @@ dtype), on the input's device, with time first.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -54,8 +55,12 @@ def _check_steps(name: str, steps: object) -> int:
 
 
 def _check_number(name: str, value: object, what: str, low: float, high: float, text: str) -> float:
-    """``value`` as a float if it is a real number with ``low <= value < high``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """``value`` as a float if it is a real number with ``low <= value < high``.
+
+    Any real number is taken (``int``, ``float``, NumPy scalars such as ``np.float32``);
+    ``bool`` is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected {what} to be a float, got {value!r}")
     if not low <= value < high:
         raise ValueError(f"{name}: expected {what} {text}, got {value!r}")
@@ -218,6 +223,10 @@ def delta(xs: Tensor, threshold: float = 0.1, *, off_spikes: bool = False) -> Te
     Returns:
         Spikes of ``xs``'s shape: ``0.`` or ``1.`` (``-1.`` too with ``off_spikes``).
 
+    Raises:
+        ValueError: ``xs`` is 0-d or holds a NaN or an infinity, or ``threshold`` is out of
+            range.
+
     Shape:
         ``xs``: ``[T, *]``; output: ``[T, *]``.
 
@@ -234,6 +243,11 @@ def delta(xs: Tensor, threshold: float = 0.1, *, off_spikes: bool = False) -> Te
     xs = _float_data("delta", xs)
     if xs.dim() == 0:
         raise ValueError("delta: expected a time-first sequence [T, *], got a 0-d tensor")
+    if not torch.isfinite(xs).all():
+        raise ValueError(
+            "delta: expected finite values, got NaN or infinity (a NaN compares as no change, "
+            "so its spikes would be silently lost)"
+        )
     change = torch.diff(xs, dim=0, prepend=xs[:1])
     spikes = (change > threshold).to(xs.dtype)
     if off_spikes:

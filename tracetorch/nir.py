@@ -462,11 +462,18 @@ def _chain(graph: Any) -> list[str]:
     while not isinstance(graph.nodes[order[-1]], nir.Output):
         here = order[-1]
         nxt = after.get(here, [])
-        if len(nxt) != 1 or len(before.get(nxt[0], [])) != 1 or nxt[0] in order:
+        problem = None
+        if len(nxt) != 1:
+            problem = f"node {here!r} has {len(nxt)} edges out ({nxt})"
+        elif nxt[0] in order:
+            problem = f"node {here!r} feeds back into {nxt[0]!r}, which comes before it"
+        elif len(before.get(nxt[0], [])) != 1:
+            problem = f"node {nxt[0]!r} has edges in from {before[nxt[0]]}"
+        if problem is not None:
             raise ValueError(
-                f"tt.nir.load: the graph is not a chain at node {here!r} (edges out: {nxt}); "
-                f"only graphs where each node feeds the next one (no branches, merges or "
-                f"recurrent connections) can be loaded"
+                f"tt.nir.load: the graph is not a chain: {problem}; only graphs where each "
+                f"node feeds the next one (no branches, merges or recurrent connections) can "
+                f"be loaded"
             )
         order.append(nxt[0])
     if len(order) != len(graph.nodes):

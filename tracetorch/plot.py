@@ -56,6 +56,10 @@ def _recording(name: str, data: Tensor | Sequence[Tensor], what: str) -> Tensor:
         raise ValueError(
             f"{name}: expected {what} of shape [T, ...] (time first), got a 0-d tensor"
         )
+    if data.shape[0] == 0:
+        raise ValueError(
+            f"{name}: expected at least one timestep, got {what} of shape {tuple(data.shape)}"
+        )
     return data.double()  # any dtype (bool, bfloat16, ...) that matplotlib cannot read
 
 
