@@ -306,3 +306,37 @@ def test_parametrized_or_pruned_weights_in_both_modes(kind, how):
     grads = torch.autograd.grad(ys.sum(), list(layer.parameters()))
     for a, b in zip(step_grads, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_subclass_may_add_a_state_of_its_own(kind):
+    cls, _, _, options = KINDS[kind]
+
+    class Smoothed(cls):
+        """The cell's output, plus a running average of it kept as a state."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._initialize_state("avg")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self._ensure_states(x)  # creates avg as zeros on the first step
+            h = super().forward(x)
+            self.avg = 0.9 * self.avg + 0.1 * h
+            return h
+
+    torch.manual_seed(0)
+    layer = Smoothed(IN, HID, **options).double()
+    plain = cls(IN, HID, **options).double()
+    plain.load_state_dict(layer.state_dict())
+    assert layer.state_names == (*plain.state_names, "avg")
+    xs = sequence(torch.float64)
+    expected = run(plain, xs)
+    for mode in ("step", "sequence"):
+        layer.zero_states()
+        torch.testing.assert_close(tt.run(layer, xs, mode=mode), expected, rtol=0, atol=1e-12)
+        average = torch.zeros_like(expected[0])
+        for h in expected:
+            average = 0.9 * average + 0.1 * h
+        torch.testing.assert_close(layer.avg, average, rtol=0, atol=1e-12)
+    assert tt.testing.check_layer(lambda dim=-1: Smoothed(IN, HID, dim=dim, **options), (B, IN))

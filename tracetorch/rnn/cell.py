@@ -24,10 +24,13 @@ class CellLayer(Layer):
     Holds ``weight_ih`` ``[G * H, I]``, ``weight_hh`` ``[G * H, H]`` and, with ``bias``,
     ``bias_ih`` and ``bias_hh`` ``[G * H]``, where ``G`` is the number of gate blocks of the
     subclass, all drawn from ``uniform(-1/sqrt(H), 1/sqrt(H))`` as PyTorch does. Subclasses
-    set the class attributes below, declare their states (the first is also the output) and
-    write :meth:`_step`, the math of one step on features-last tensors. Sequence mode calls
-    the subclass's :meth:`_sequence_kernel` (a fused multi-step kernel) where it has one
-    written for its own :meth:`_step`, and loops over :meth:`forward` otherwise.
+    set the class attributes below (``cell_states`` names the states, the first is also the
+    output) and write :meth:`_step`, the math of one step on features-last tensors. A
+    subclass of a built-in cell may declare more states of its own (``_initialize_state``
+    after ``super().__init__``, updated in its own ``forward``): the step leaves them alone.
+    Sequence mode calls the subclass's :meth:`_sequence_kernel` (a fused multi-step kernel)
+    where it has one written for its own :meth:`_step`, and loops over :meth:`forward`
+    otherwise.
 
     Args:
         in_features: Features of the input at ``dim`` (``I``).
@@ -43,6 +46,9 @@ class CellLayer(Layer):
     torch_sequence: ClassVar[type[nn.RNNBase]]
     #: Constructor options shared with the PyTorch modules, read as attributes of both.
     torch_options: ClassVar[tuple[str, ...]] = ()
+    #: The states :meth:`_step` takes and returns, in order; ``__init__`` declares them.
+    #: Left empty, the step takes every state the layer declares (in declaration order).
+    cell_states: ClassVar[tuple[str, ...]] = ()
     # the fast sequence path is the multi-step kernel, written for the step of the class that
     # defines it (_kernel_owner, set when a class is defined)
     _sequence_follows: ClassVar[tuple[str, ...]] = ("forward", "_step")
@@ -70,6 +76,12 @@ class CellLayer(Layer):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
+        for name in self.cell_states:
+            self._initialize_state(name)
+
+    def _step_states(self) -> tuple[str, ...]:
+        """The names of the states the step takes and returns, in order."""
+        return self.cell_states or self._state_names
 
     def _step(self, x: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         """The new states from the input and the states, in declaration order, features last."""
@@ -85,15 +97,16 @@ class CellLayer(Layer):
             The new hidden state, shaped like ``x`` with ``out_features`` at ``dim``.
         """
         x, states = self._read_states(x)
+        names = self._step_states()
         try:
             new = self._step(
-                self._to_working_dim(x), *(self._to_working_dim(s) for s in states.values())
+                self._to_working_dim(x), *(self._to_working_dim(states[n]) for n in names)
             )
         except Exception as error:  # nothing was written: say why if the input explains it
             self._step_failed(x, states, error)
         # under autocast the kernels compute in low precision; states keep the layer's dtype
         new = [self._from_working_dim(s if s.dtype == x.dtype else s.to(x.dtype)) for s in new]
-        self._write_states(dict(zip(self._state_names, new, strict=True)))
+        self._write_states(dict(zip(names, new, strict=True)))
         return new[0]
 
     def forward_sequence(self, xs: Tensor) -> Tensor:
@@ -117,10 +130,9 @@ class CellLayer(Layer):
         batch_shape, n = seq.shape[1:-1], self.num_neurons
         flat = len(batch_shape) == 1  # [T, B, F]: the kernel's own layout, nothing to reshape
         rows = seq if flat else seq.reshape(steps, -1, seq.shape[-1])
-        first = [
-            self._to_working_dim(s)[None] if flat else self._to_working_dim(s).reshape(1, -1, n)
-            for s in states.values()
-        ]
+        names = self._step_states()
+        first = [self._to_working_dim(states[name]) for name in names]
+        first = [s[None] if flat else s.reshape(1, -1, n) for s in first]
         try:
             out, *last = self._sequence_kernel(rows, first)
         except Exception as error:  # nothing was written: say why if the input explains it
@@ -132,7 +144,7 @@ class CellLayer(Layer):
         if not (step_dim == -1 or step_dim == xs.dim() - 1):
             out = out.movedim(-1, step_dim)
         new = [self._from_working_dim(s[0] if flat else s.reshape(*batch_shape, n)) for s in last]
-        self._write_states(dict(zip(self._state_names, new, strict=True)))
+        self._write_states(dict(zip(names, new, strict=True)))
         return out
 
     def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:

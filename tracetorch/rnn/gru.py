@@ -53,13 +53,7 @@ class GRU(CellLayer):
     num_gates = 3
     torch_cell = nn.GRUCell
     torch_sequence = nn.GRU
-
-    def __init__(
-        self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
-    ) -> None:
-        """Build the layer; the arguments are described on the class."""
-        super().__init__(in_features, out_features, dim=dim, bias=bias)
-        self._initialize_state("h")
+    cell_states = ("h",)
 
     def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
         return torch.gru(

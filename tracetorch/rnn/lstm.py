@@ -52,14 +52,7 @@ class LSTM(CellLayer):
     num_gates = 4
     torch_cell = nn.LSTMCell
     torch_sequence = nn.LSTM
-
-    def __init__(
-        self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
-    ) -> None:
-        """Build the layer; the arguments are described on the class."""
-        super().__init__(in_features, out_features, dim=dim, bias=bias)
-        self._initialize_state("h")
-        self._initialize_state("c")
+    cell_states = ("h", "c")
 
     def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
         return torch.lstm(

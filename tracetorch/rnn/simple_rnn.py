@@ -51,6 +51,7 @@ class SimpleRNN(CellLayer):
     num_gates = 1
     torch_cell = nn.RNNCell
     torch_sequence = nn.RNN
+    cell_states = ("h",)
     torch_options = ("nonlinearity",)
 
     def __init__(
@@ -69,7 +70,6 @@ class SimpleRNN(CellLayer):
             )
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self.nonlinearity = nonlinearity
-        self._initialize_state("h")
 
     def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
         kernel = torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
