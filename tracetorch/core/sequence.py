@@ -181,7 +181,9 @@ def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
     ``nn.Flatten``) in :class:`~tracetorch.nn.TimeDistributed`. Every layer is switched back
     on exit, also when an exception is raised. Each call of ``module`` in the block runs the
     next sequence; within one call, a layer below ``module`` may run only once (a layer
-    called twice per step raises, see :func:`run`).
+    called twice per step raises, see :func:`run`). A call that raises leaves the layers that
+    ran before the failure ``T`` steps on; :func:`run` puts every state back, so use it where
+    a failing call must leave no trace.
 
     Raises:
         RuntimeError: ``module`` is already in sequence mode.
