@@ -385,9 +385,34 @@ class SharedGRU(tt.Model):
         return self.gru(self.gru(x))
 
 
+class Pair(tt.Layer):
+    """A layer built from two LI layers: no states of its own, its layers' instead."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+        self.a, self.b = tt.snn.LI(3, beta=0.5), tt.snn.LI(3, beta=0.8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(x))
+
+
+class SharedPair(tt.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = Pair()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pair(self.pair(x))
+
+
 @pytest.mark.parametrize(
     ("model", "where"),
-    [(Twice, "'li' in Twice"), (SubSteps, "'lif' in SubSteps"), (SharedGRU, "'gru'")],
+    [
+        (Twice, "'li' in Twice"),
+        (SubSteps, "'lif' in SubSteps"),
+        (SharedGRU, "'gru'"),
+        (SharedPair, "'pair' in SharedPair"),
+    ],
 )
 def test_a_layer_called_twice_per_step_is_refused_in_sequence_mode_changing_nothing(
     model, where
@@ -436,6 +461,57 @@ def test_a_model_failing_in_sequence_mode_leaves_every_state_as_it_was() -> None
     after = model.save_states()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+class Pairs(tt.Model):
+    """Returns a tuple per step (a model tt.run cannot stack)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.li = tt.snn.LI(3)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.li(x)
+        return y, -y
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_a_model_returning_no_tensor_is_refused_leaving_the_states(mode: str) -> None:
+    model = Pairs()
+    model(torch.rand(2, 3))
+    before = model.li.mem
+    match = "returned tuple at step 0, expected one tensor" if mode == "step" else "returned tuple"
+    with pytest.raises((TypeError, ValueError), match=match):
+        model.run(torch.rand(4, 2, 3), mode=mode)
+    assert model.li.mem is before
+
+
+def test_a_model_failing_in_step_mode_leaves_every_state_as_it_was() -> None:
+    model = Exploding()
+    model.first(torch.rand(2, 3))
+    before = model.first.mem
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        model.run(torch.rand(4, 2, 3), mode="step")  # fails after 'first' ran one step
+    assert model.first.mem is before and model.inner[0].mem is None
+
+
+class ByKeyword(tt.Model):
+    """Passes each module its input by keyword, as forward names it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.li = tt.nn.TimeDistributed(nn.Linear(3, 4)), tt.snn.LI(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.li(x=self.fc(x=x))
+
+
+def test_layers_take_their_input_by_keyword_in_sequence_mode_too() -> None:
+    model = ByKeyword()
+    xs = torch.rand(5, 2, 3)
+    expected = model.run(xs)
+    model.zero_states()
+    torch.testing.assert_close(model.run(xs, mode="sequence"), expected)
 
 
 # -------------------------------------------------------------------------- TimeDistributed

@@ -239,10 +239,52 @@ class SequenceConcatenates(VectorSequence):
         return torch.cat(list(super().forward_sequence(xs)))
 
 
+class SequenceWrongWithoutGrad(Leaky):
+    """Right with autograd; without it, a "fast" path that forgets the decay."""
+
+    def forward_sequence(self, xs):
+        if torch.is_grad_enabled():
+            return super().forward_sequence(xs)
+        self._ensure_states(xs[0])
+        ys = torch.cumsum(xs, 0) + self.mem
+        self.mem = ys[-1]
+        return ys
+
+
+class SequenceCallsItself(Leaky):
+    """A loop of ``self(x)``: in sequence mode ``self(x)`` is the sequence path itself."""
+
+    def forward_sequence(self, xs):
+        return torch.stack([self(x) for x in xs])
+
+
+class Pair(tt.snn.Layer):
+    """A layer built from two Leaky layers; its states are theirs."""
+
+    def __init__(self, n: int = 4, dim: int = -1) -> None:
+        super().__init__(n, dim=dim)
+        self.a, self.b = Leaky(n, dim=dim), Leaky(n, dim=dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(x))
+
+
+class PairForgetsInnerState(Pair):
+    """Its sequence path runs ``a`` detached from its state: ``a.mem`` is never stored."""
+
+    def forward_sequence(self, xs):
+        ys = []
+        mem = torch.zeros_like(xs[0]) if self.a.mem is None else self.a.mem
+        for x in xs:
+            mem = self.a.step(mem, x)
+            ys.append(self.b(mem))
+        return torch.stack(ys)
+
+
 # ----------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("cls", [Leaky, Stateless])
+@pytest.mark.parametrize("cls", [Leaky, Stateless, Pair])
 def test_correct_layers_pass(cls):
     assert check_layer(make(cls), (3, 4)) is True
 
@@ -416,3 +458,22 @@ def test_forward_sequence_with_the_wrong_shape_fails_sequence():
 
 def test_skipping_dim_checks_sequence_with_the_features_last_only():
     assert check_layer(lambda dim=-1: SequenceIgnoresDim(4), (3, 4), skip=["dim"])
+
+
+def test_forward_sequence_wrong_only_without_autograd_fails_sequence():
+    err = failure(SequenceWrongWithoutGrad)
+    assert err.check == "sequence"
+    assert "under torch.no_grad()): the outputs differ at step 1" in str(err)
+
+
+def test_forward_sequence_calling_the_layer_fails_as_in_sequence_mode():
+    err = failure(SequenceCallsItself)
+    assert err.check == "sequence"
+    assert "forward_sequence raised TypeError" in str(err)
+    assert "called as layer(xs) in tt.sequence_mode(layer)" in str(err)
+
+
+def test_the_states_of_layers_inside_a_layer_are_compared():
+    err = failure(PairForgetsInnerState)
+    assert err.check == "sequence"
+    assert "state 'a.mem' is None after forward_sequence, (3, 4) after the steps" in str(err)

@@ -91,7 +91,10 @@ def test_a_forward_that_flattens_by_position_fails_on_the_output_shape():
     message = failure(
         FlattensByPosition().double(), torch.rand(4, 3, 2, 2, 2, dtype=F64), "outputs"
     )
-    assert "returned outputs of shape (4, 24) in sequence mode, (4, 3, 8) step by step" in message
+    assert (
+        "returned torch.float64 of shape (4, 24) in sequence mode, torch.float64 of shape "
+        "(4, 3, 8) step by step"
+    ) in message
     assert "x.flatten(1)" in message
 
 
@@ -151,6 +154,18 @@ class SlightlyOff(Leaky):
         return self.beta * (1 + 1e-6)
 
 
+class WrongWithoutGrad(Leaky):
+    def decay(self) -> Tensor:
+        return self.beta if torch.is_grad_enabled() else torch.ones_like(self.beta)
+
+
+class Float32State(Leaky):
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        ys = super().forward_sequence(xs)
+        self.mem = self.mem.float()
+        return ys
+
+
 def user_model(cls: type[Leaky]) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 4), cls(4), nn.Linear(4, 2)).double()
@@ -168,6 +183,17 @@ def test_a_wrong_user_backward_fails_naming_the_parameter():
 def test_a_layer_that_drops_its_final_state_fails_on_the_states():
     message = failure(user_model(ForgetsItsState), torch.randn(6, 2, 3, dtype=F64), "states")
     assert "'1.mem'" in message
+
+
+def test_a_layer_wrong_only_without_autograd_fails():
+    message = failure(user_model(WrongWithoutGrad), torch.randn(6, 2, 3, dtype=F64), "outputs")
+    assert "gives other outputs in sequence mode under torch.no_grad() than step by step" in message
+
+
+def test_a_state_left_in_another_dtype_is_named():
+    message = failure(user_model(Float32State), torch.randn(6, 2, 3, dtype=F64), "states")
+    assert "'1.mem': 'torch.float32 of shape (2, 4)'" in message
+    assert "'1.mem': 'torch.float64 of shape (2, 4)'" in message
 
 
 def test_tolerances_decide_what_is_equal():
@@ -202,6 +228,29 @@ def test_states_buffers_grads_and_rng_are_left_as_they_were():
         assert torch.equal(after[key], value), key
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+class TwoShapes(tt.Model):
+    """Its second layer sees ``[2, B, F]`` where the first sees ``[B, F]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = tt.snn.LI(4), tt.snn.LI(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        return self.b(torch.stack([y, -y], dim=-3)).sum(-3)
+
+
+def test_the_same_state_tensors_are_put_back_whatever_their_shapes():
+    model = TwoShapes().double()
+    xs = torch.randn(5, 3, 4, dtype=F64, requires_grad=True)
+    model.run(xs)  # live states of two batch shapes, with their graph
+    before = (model.a.mem, model.b.mem)
+    assert check_sequence(model, xs.detach()) is None
+    assert model.a.mem is before[0] and model.b.mem is before[1]
+    model.b.mem.sum().backward()  # the graph behind them is intact
+    assert xs.grad is not None
 
 
 def test_batch_norm_statistics_are_restored_even_when_the_check_fails():

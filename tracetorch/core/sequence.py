@@ -38,7 +38,10 @@ def _is_stateful(module: nn.Module) -> bool:
 
 
 class _OncePerCall:
-    """A stateful layer's ``forward`` in sequence mode: its ``forward_sequence``, once per call.
+    """A module's ``forward`` in sequence mode: its ``forward_sequence``, once per call.
+
+    Given to every switched module below the model; only those that hold states (their own,
+    or those of layers inside them) count their calls.
 
     In step mode a layer that a model calls more than once per step (one instance in two
     places, or in a loop of sub-steps) advances its states once per call, interleaved with
@@ -59,12 +62,13 @@ class _OncePerCall:
         self.watch = False
         self.called = False
 
-    def __call__(self, xs: Tensor) -> Tensor:
+    def __call__(self, x: Tensor) -> Tensor:
+        # named as forward's argument: a model may pass it by keyword (layer(x=h))
         if self.watch:
             if self.called:
                 raise RuntimeError(self._twice())
             self.called = True
-        return self.layer().forward_sequence(xs)
+        return self.layer().forward_sequence(x)
 
     def _twice(self) -> str:
         layer, model = self.layer(), self.model()
@@ -82,13 +86,17 @@ class _OncePerCall:
 _ONCE: weakref.WeakKeyDictionary[nn.Module, _OncePerCall] = weakref.WeakKeyDictionary()
 
 
-def _once_per_call(layer: nn.Module, model: nn.Module) -> _OncePerCall:
-    """The ``forward`` of ``layer`` in sequence mode, as a part of ``model``."""
+def _once_per_call(layer: nn.Module, model: nn.Module, count: bool) -> _OncePerCall:
+    """The ``forward`` of ``layer`` in sequence mode, as a part of ``model``.
+
+    ``count``: refuse a second call (a layer that holds states); otherwise it only
+    dispatches to ``forward_sequence`` (``TimeDistributed``).
+    """
     forward = _ONCE.get(layer)
     if forward is None:
         forward = _ONCE[layer] = _OncePerCall(layer)
     forward.model = weakref.ref(model)
-    forward.watch = True
+    forward.watch = count
     forward.called = False
     return forward
 
@@ -96,16 +104,18 @@ def _once_per_call(layer: nn.Module, model: nn.Module) -> _OncePerCall:
 _END = object()  # in _survey's stack: the walk leaves the switched module it entered
 
 
-def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module], set[int]]:
     """One walk through ``module``: what sequence mode switches, and every layer.
 
     Returns:
         The outermost modules that have ``forward_sequence`` (in the order of
-        ``named_modules()``, see :func:`_sequence_modules`), and every module with hidden
-        states under ``module`` (inside the switched ones too), each once.
+        ``named_modules()``, see :func:`_sequence_modules`); every module with hidden
+        states under ``module`` (inside the switched ones too), each once; and the ids of
+        the switched modules that hold states, their own or those of layers inside them.
     """
     switched: list[nn.Module] = []
     stateful: list[nn.Module] = []
+    holding: set[int] = set()
     seen: set[int] = set()
     pending: list[object] = [module]
     inside = False  # below a switched module (until its end mark is popped)
@@ -117,15 +127,17 @@ def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
         if sub is None or id(sub) in seen:
             continue
         seen.add(id(sub))
-        if _is_stateful(sub):
-            stateful.append(sub)
         if not inside and _has_sequence_path(sub):
             switched.append(sub)
             inside = True
             pending.append(_END)
+        if _is_stateful(sub):
+            stateful.append(sub)
+            if inside:
+                holding.add(id(switched[-1]))
         if sub._modules:
             pending.extend(reversed(sub._modules.values()))
-    return switched, stateful
+    return switched, stateful, holding
 
 
 def _switch_to_sequences(
@@ -134,11 +146,12 @@ def _switch_to_sequences(
     """Switch the layers of :func:`sequence_mode`; returns them for :func:`_switch_back`.
 
     Returns:
-        The modules switched; the ``forward`` given to each stateful layer among them below
-        ``module`` (``module`` itself, when it is one, runs its ``forward_sequence`` as is);
-        and every module with hidden states under ``module``, switched or not.
+        The modules switched; the ``forward`` of each among them below ``module`` that holds
+        states, its own or those of layers inside it, whose calls are counted (``module``
+        itself, when it is switched, runs its ``forward_sequence`` as is); and every module
+        with hidden states under ``module``, switched or not.
     """
-    switched, stateful = _survey(module)
+    switched, stateful, holding = _survey(module)
     for sub in switched:
         if "forward" in sub.__dict__:
             where = "" if sub is module else f" (its layer {type(sub).__name__})"
@@ -148,12 +161,13 @@ def _switch_to_sequences(
             )
     once = []
     for sub in switched:
-        if sub is not module and _is_stateful(sub):
-            forward = _once_per_call(sub, module)
+        if sub is module:  # called by the caller, with xs
+            sub.__dict__["forward"] = sub.forward_sequence
+            continue
+        count = id(sub) in holding
+        forward = sub.__dict__["forward"] = _once_per_call(sub, module, count)
+        if count:
             once.append(forward)
-        else:
-            forward = sub.forward_sequence
-        sub.__dict__["forward"] = forward
     return switched, once, stateful
 
 
@@ -331,7 +345,7 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
     ``x[:, 0]``) would silently compute something else in sequence mode. A layer that the
     model calls more than once per step (one instance in two places, or in a loop of
     sub-steps) cannot run in sequence mode: its second call raises a ``RuntimeError`` that
-    names it. A call in sequence mode that raises leaves every state as it found it.
+    names it. A call that raises, in either mode, leaves every state as it found it.
 
     Args:
         module: Any ``nn.Module`` (a :class:`tracetorch.Model`, an ``nn.Sequential``, a
@@ -381,21 +395,38 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
         shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
         raise ValueError(f"run: expected xs of shape [T, *step_shape] with T >= 1, got {shape}")
     if mode == "step":
-        return torch.stack([module(x) for x in xs])
+        saved = _states(_survey(module)[1])
+        try:
+            return torch.stack([_one_step(module, x, t) for t, x in enumerate(xs)])
+        except BaseException:  # all or nothing, as in sequence mode
+            _restore(saved)
+            raise
     switched, _, stateful = _switch_to_sequences(module)  # sequence_mode(), one call, no hook
     saved = _states(stateful)
     try:
         ys = _run_compiled(module, xs) if compile else module(xs)
+        if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
+            got = tuple(ys.shape) if isinstance(ys, Tensor) else type(ys).__name__
+            raise ValueError(
+                f"run: in sequence mode {type(module).__name__} returned {got}, expected a "
+                f"tensor with the {xs.shape[0]} timesteps first; check the model with "
+                f"tt.testing.check_sequence"
+            )
     except BaseException:  # all or nothing: no layer is left steps ahead of the others
         _restore(saved)
         raise
     finally:
         _switch_back(switched)
-    if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
-        got = tuple(ys.shape) if isinstance(ys, Tensor) else type(ys).__name__
-        raise ValueError(
-            f"run: in sequence mode {type(module).__name__} returned {got}, expected a tensor "
-            f"with the {xs.shape[0]} timesteps first; check the model with "
-            f"tt.testing.check_sequence"
-        )
     return ys
+
+
+def _one_step(module: nn.Module, x: Tensor, t: int) -> Tensor:
+    """``module(x)``, which must be one tensor for :func:`run` to stack."""
+    y = module(x)
+    if not isinstance(y, Tensor):
+        raise TypeError(
+            f"run: {type(module).__name__} returned {type(y).__name__} at step {t}, expected "
+            f"one tensor per step (run stacks them); for other outputs, call the model in "
+            f"your own loop"
+        )
+    return y

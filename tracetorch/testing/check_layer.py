@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..core.layer import Layer
 from ..core.model import load_states, save_states
+from ..core.sequence import sequence_mode
 from .check_function import GradientCheckError, check_function
 from .check_sequence import _live_states
 
@@ -397,19 +398,51 @@ class _Checker:
                 self.compare_sequence(dim, xs, warm)
 
     def compare_sequence(self, dim: int, xs: Tensor, warm: bool) -> None:
-        """One layer steps through ``xs``; a copy runs it (after one step when ``warm``)."""
+        """Step one copy of the layer through ``xs``; run copies in sequence mode and compare.
+
+        The sequence runs start after one step of ``forward`` when ``warm``. One runs with
+        autograd, one under ``torch.no_grad()`` (a path of its own in a layer that branches
+        on ``torch.is_grad_enabled()``).
+        """
         check = "sequence"
         start = "after one step of forward" if warm else "from zero states"
         where = f"dim={dim}, xs of shape {tuple(xs.shape)}, forward_sequence {start}"
-        stepped, sequenced = self.copy(dim), self.copy(dim)
+        stepped, sequenced, quiet = self.copy(dim), self.copy(dim), self.copy(dim)
         xs_step, xs_seq = xs.clone().requires_grad_(), xs.clone().requires_grad_()
         expected = torch.stack(self.run(stepped, xs_step.unbind(0)))
-        split = int(warm)
-        outputs = self.run(sequenced, xs_seq[:split].unbind(0))  # seeds the RNG as above
+        what = f"forward_sequence vs forward step by step ({where})"
+        got = self.run_sequence(sequenced, xs_seq, int(warm), expected, where)
+        self.same(check, what, got.unbind(0), expected.unbind(0), _EXACT)
+        self.same_states(what, sequenced, stepped)
+        self.same_gradients(what, (stepped, xs_step, expected), (sequenced, xs_seq, got))
+        where = f"{where}, under torch.no_grad()"
+        what = f"forward_sequence vs forward step by step ({where})"
+        with torch.no_grad():
+            got = self.run_sequence(quiet, xs.clone(), int(warm), expected, where)
+        self.same(check, what, got.unbind(0), expected.detach().unbind(0), _EXACT)
+        self.same_states(what, quiet, stepped)
+
+    def run_sequence(
+        self, layer: Layer, xs: Tensor, split: int, expected: Tensor, where: str
+    ) -> Tensor:
+        """``split`` steps of ``forward``, then the rest in one call in sequence mode.
+
+        The call is ``layer(xs)`` in :func:`tracetorch.sequence_mode`, as a model calls the
+        layer: an override of ``forward_sequence`` that calls ``self(x)`` fails here as it
+        would there.
+        """
+        check = "sequence"
+        outputs = self.run(layer, xs[:split].unbind(0))  # seeds the RNG as the steps did
         try:
-            rest = sequenced.forward_sequence(xs_seq[split:])
+            with sequence_mode(layer):
+                rest = layer(xs[split:])
         except Exception as err:
-            self.fail(check, f"forward_sequence raised {type(err).__name__}: {err} ({where})", err)
+            self.fail(
+                check,
+                f"forward_sequence raised {type(err).__name__}: {err} (called as layer(xs) in "
+                f"tt.sequence_mode(layer); {where})",
+                err,
+            )
         if not isinstance(rest, Tensor):
             self.fail(check, f"forward_sequence must return a tensor, got {type(rest).__name__}")
         want = (len(xs) - split, *expected.shape[1:])
@@ -420,26 +453,33 @@ class _Checker:
                 f"expected {expected.dtype} of shape {want}: the outputs of forward for each "
                 f"step, stacked along a new dim 0 ({where})",
             )
-        got = torch.cat([*(y.unsqueeze(0) for y in outputs), rest])
-        what = f"forward_sequence vs forward step by step ({where})"
-        self.same(check, what, got.unbind(0), expected.unbind(0), _EXACT)
-        for name in stepped.state_names:
-            a, b = getattr(sequenced, name), getattr(stepped, name)
-            if (a is None) != (b is None) or (b is not None and a.shape != b.shape):
-                shapes = [None if t is None else tuple(t.shape) for t in (a, b)]
+        return torch.cat([*(y.unsqueeze(0) for y in outputs), rest])
+
+    def same_states(self, what: str, sequenced: Layer, stepped: Layer) -> None:
+        """Fail "sequence" unless both hold the same states (of the layers inside them too)."""
+        check = "sequence"
+        got, expected = _live_states(sequenced), _live_states(stepped)
+        for name in sorted(got.keys() ^ expected.keys()):
+            a, b = (None if s.get(name) is None else tuple(s[name].shape) for s in (got, expected))
+            self.fail(
+                check,
+                f"{what}: state {name!r} is {a} after forward_sequence, {b} after the steps",
+            )
+        for name, b in expected.items():
+            a = got[name]
+            if a.shape != b.shape or a.dtype != b.dtype:
                 self.fail(
                     check,
-                    f"{what}: state {name!r} is {shapes[0]} after forward_sequence, {shapes[1]} "
-                    f"after the steps",
+                    f"{what}: state {name!r} is {a.dtype} of shape {tuple(a.shape)} after "
+                    f"forward_sequence, {b.dtype} of shape {tuple(b.shape)} after the steps",
                 )
-            if b is not None and not torch.allclose(a, b, **_EXACT):
+            if not torch.allclose(a, b, **_EXACT):
                 diff = (a - b).abs().max().item()
                 self.fail(
                     check,
                     f"{what}: state {name!r} differs after the sequence (max |diff| {diff:.3g});"
                     f" forward_sequence must leave the states of the last step",
                 )
-        self.same_gradients(what, (stepped, xs_step, expected), (sequenced, xs_seq, got))
 
     def same_gradients(
         self,
@@ -455,14 +495,15 @@ class _Checker:
         """
         layer, _, expected = stepped
         generator = torch.Generator().manual_seed(self.seed + 1)
-        names = [n for n in layer.state_names if getattr(layer, n) is not None]
+        states = _live_states(layer)  # those of the layers inside it too
         weights = [self._randn(expected.shape, generator)]
-        weights += [self._randn(getattr(layer, n).shape, generator) for n in names]
+        weights += [self._randn(state.shape, generator) for state in states.values()]
         keys = [f"parameter {n!r}" for n, p in layer.named_parameters() if p.requires_grad]
         grads = []
         for layer, xs, ys in (stepped, sequenced):
             parameters = [p for _, p in layer.named_parameters() if p.requires_grad]
-            terms = [ys, *(getattr(layer, n) for n in names)]
+            live = _live_states(layer)
+            terms = [ys, *(live[name] for name in states)]
             loss = sum((t * w).sum() for t, w in zip(terms, weights, strict=True))
             if not loss.requires_grad:
                 grads.append([None] * (1 + len(parameters)))

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..core.model import layers, load_states, save_states, zero_states
-from ..core.sequence import Mode, run
+from ..core.model import layers, zero_states
+from ..core.sequence import Mode, _restore, _states, _survey, run
 
 __all__ = ["SequenceCheckError", "check_sequence"]
 
@@ -81,6 +81,18 @@ def _restore_buffers(model: nn.Module, saved: dict[str, Tensor]) -> None:
                 buffer.copy_(value)
 
 
+def _in(mode: Mode, grad: bool | None = None) -> str:
+    """Where a run happened, for the messages (``grad``: autograd on; ``None``: as now)."""
+    grad = torch.is_grad_enabled() if grad is None else grad
+    if mode == "step":
+        return "step by step"
+    return "in sequence mode" if grad else "in sequence mode under torch.no_grad()"
+
+
+def _kind(t: Tensor) -> str:
+    return f"{t.dtype} of shape {tuple(t.shape)}"
+
+
 class _SequenceCheck:
     """Runs a model in both modes from the same start and compares what the runs give."""
 
@@ -91,8 +103,8 @@ class _SequenceCheck:
         self.name = type(model).__name__
         self.parameters = [(key, p) for key, p in model.named_parameters() if p.requires_grad]
         self.weights: list[Tensor] = []  # of the loss, drawn from the step run's shapes
-        self.output_shape = torch.Size()  # of the step run
-        self.state_shapes: dict[str, torch.Size] = {}  # of the step run
+        self.output = torch.empty(0)  # of the step run
+        self.states: dict[str, Tensor] = {}  # of the step run
         self.devices = []  # the CUDA generators fork_rng saves and restores, besides the CPU
         if xs.device.type == "cuda":
             index = xs.device.index
@@ -109,44 +121,49 @@ class _SequenceCheck:
         """The first index of dim 0 where ``got`` and ``expected`` differ."""
         return next(t for t in range(len(got)) if not self.close(got[t], expected[t]))
 
-    def run_both(self) -> tuple[_Run, _Run]:
-        """Both runs from the same states, buffers and RNG; the model is restored after."""
-        saved_states = save_states(self.model)
+    def run_all(self) -> tuple[_Run, _Run, _Run]:
+        """Step mode, then sequence mode with autograd and without it (``torch.no_grad()``).
+
+        Each from zero states and the same buffers and RNG; the model is restored after.
+        """
+        saved_states = _states(_survey(self.model)[1])  # the tensors, graphs and all
         saved_buffers = {key: b.detach().clone() for key, b in self.model.named_buffers()}
         try:
             runs = []
-            for mode in ("step", "sequence"):
+            for mode, grad in (("step", True), ("sequence", True), ("sequence", False)):
                 _restore_buffers(self.model, saved_buffers)
                 zero_states(self.model)
-                runs.append(self.run_once(mode))
+                with torch.set_grad_enabled(grad):
+                    runs.append(self.run_once(mode))
         finally:
             _restore_buffers(self.model, saved_buffers)
-            zero_states(self.model)
-            load_states(self.model, saved_states, strict=False)
-        return runs[0], runs[1]
+            _restore(saved_states)
+        return runs[0], runs[1], runs[2]
 
     def run_once(self, mode: Mode) -> _Run:
         """One run and its gradients (taken at once: a later buffer restore may break them)."""
-        xs = self.xs.detach().clone().requires_grad_()
-        with torch.random.fork_rng(devices=self.devices):  # both runs draw the same numbers
+        xs = self.xs.detach().clone().requires_grad_(torch.is_grad_enabled())
+        with torch.random.fork_rng(devices=self.devices):  # the runs draw the same numbers
             try:
                 outputs = run(self.model, xs, mode=mode)
             except Exception as err:
                 if mode == "step":
                     raise
-                how = f"raised {type(err).__name__} in sequence mode (not step by step): {err}"
+                how = f"raised {type(err).__name__} {_in(mode)}: {err}"
                 raise self.fail("error", how) from err
         result = _Run(outputs, _live_states(self.model))
+        if not torch.is_grad_enabled():
+            self.same_shapes(outputs, result.states, _in(mode))
+            return result
         terms = [result.outputs, *result.states.values()]
-        state_shapes = {key: state.shape for key, state in result.states.items()}
         if mode == "step":
             generator = torch.Generator().manual_seed(0)
-            self.output_shape, self.state_shapes = outputs.shape, state_shapes
+            self.output, self.states = outputs, result.states
             self.weights = [
                 torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t) for t in terms
             ]
         else:
-            self.same_shapes(outputs.shape, state_shapes)
+            self.same_shapes(outputs, result.states, _in(mode))
         loss = sum((t * w).sum() for t, w in zip(terms, self.weights, strict=True))
         keys = ["xs", *(f"parameter {key!r}" for key, _ in self.parameters)]
         if isinstance(loss, Tensor) and loss.requires_grad:
@@ -157,32 +174,32 @@ class _SequenceCheck:
             result.grads = dict.fromkeys(keys)
         return result
 
-    def same_shapes(self, output_shape: torch.Size, state_shapes: dict[str, torch.Size]) -> None:
-        """Raise unless the sequence run's outputs and states have the step run's shapes."""
-        if output_shape != self.output_shape:
+    def same_shapes(self, output: Tensor, states: dict[str, Tensor], where: str) -> None:
+        """Raise unless a run's outputs and states have the step run's shapes and dtypes."""
+        if output.shape != self.output.shape or output.dtype != self.output.dtype:
             raise self.fail(
                 "outputs",
-                f"returned outputs of shape {tuple(output_shape)} in sequence mode, "
-                f"{tuple(self.output_shape)} step by step (the outputs of every step, stacked)",
+                f"returned {_kind(output)} {where}, {_kind(self.output)} step by step (the "
+                f"outputs of every step, stacked)",
             )
-        got = {key: tuple(s) for key, s in state_shapes.items()}
-        expected = {key: tuple(s) for key, s in self.state_shapes.items()}
+        got = {key: _kind(s) for key, s in states.items()}
+        expected = {key: _kind(s) for key, s in self.states.items()}
         if got != expected:
             raise self.fail(
                 "states",
-                f"leaves states of other names or shapes in sequence mode ({got}) than step "
-                f"by step ({expected})",
+                f"leaves states of other names, shapes or dtypes {where} ({got}) than step by "
+                f"step ({expected})",
             )
 
-    def compare(self, step: _Run, sequence: _Run) -> None:
+    def compare(self, step: _Run, sequence: _Run, where: str = "in sequence mode") -> None:
         """Raise at the first difference: outputs, then states, then gradients."""
         if not self.close(sequence.outputs, step.outputs):
             t = self.first_step(sequence.outputs, step.outputs)
             diff = (sequence.outputs[t] - step.outputs[t]).abs().max().item()
             raise self.fail(
                 "outputs",
-                f"gives other outputs in sequence mode than step by step, first at step {t} "
-                f"of {len(self.xs)} (max |diff| {diff:.3g})",
+                f"gives other outputs {where} than step by step, first at step {t} of "
+                f"{len(self.xs)} (max |diff| {diff:.3g})",
             )
         for key, expected in step.states.items():
             got = sequence.states[key]
@@ -190,11 +207,11 @@ class _SequenceCheck:
                 diff = (got - expected).abs().max().item()
                 raise self.fail(
                     "states",
-                    f"leaves another state {key!r} in sequence mode than step by step (max "
-                    f"|diff| {diff:.3g})",
+                    f"leaves another state {key!r} {where} than step by step (max |diff| "
+                    f"{diff:.3g})",
                 )
-        for key, expected in step.grads.items():
-            got = sequence.grads[key]
+        for key, got in sequence.grads.items():  # none for a run without autograd
+            expected = step.grads[key]
             if got is None and expected is None:
                 continue
             got = torch.zeros_like(expected) if got is None else got
@@ -219,19 +236,21 @@ def check_sequence(
 ) -> None:
     """Checks that ``model`` computes the same in sequence mode as step by step.
 
-    Runs ``model`` over ``xs`` twice from zero states, with :func:`tracetorch.run` in
+    Runs ``model`` over ``xs`` from zero states with :func:`tracetorch.run` in
     ``mode="step"`` and in ``mode="sequence"``, and compares, in that order: the outputs, the
     states the runs leave (as :func:`tracetorch.save_states` lists them), and the gradients
     of one loss (the outputs and the final states weighed by fixed random weights) with
-    respect to ``xs`` and every parameter that requires grad. Both runs start from the same
+    respect to ``xs`` and every parameter that requires grad. A third run, in sequence mode
+    under ``torch.no_grad()``, is compared too (outputs and states): layers may take another
+    path without autograd (tracetorch's own fast paths do). All runs start from the same
     parameters, buffers and global RNG state.
 
     Everything runs in the dtype and on the device of ``model`` and ``xs``: pass float64 for
     a tight check (in lower precision, a rounding difference right at a threshold can flip a
-    hard spike in one mode only). The model is left as it was: its states are put back
-    (their values: the autograd graph behind them is not kept, as after
-    :func:`tracetorch.load_states`), and its buffers too (BatchNorm running statistics); the
-    ``.grad`` of its parameters is not touched, and the caller's RNG state is restored.
+    hard spike in one mode only). The model is left as it was: its states are put back (the
+    same tensors, with their autograd graphs), and its buffers too (BatchNorm running
+    statistics); the ``.grad`` of its parameters is not touched, and the caller's RNG state
+    is restored.
 
     Args:
         model: Any ``nn.Module`` (a :class:`tracetorch.Model`, an ``nn.Sequential``, a
@@ -266,7 +285,7 @@ def check_sequence(
         >>> check_sequence(Flat(), torch.rand(10, 3, 6, 2))
         Traceback (most recent call last):
         ...
-        tracetorch.testing.check_sequence.SequenceCheckError: check_sequence: Flat returned outputs of shape (10, 36) in sequence mode, (10, 3, 12) step by step (the outputs of every step, stacked); usual causes: a forward that reshapes or indexes its input by position ...
+        tracetorch.testing.check_sequence.SequenceCheckError: check_sequence: Flat returned torch.float32 of shape (10, 36) in sequence mode, torch.float32 of shape (10, 3, 12) step by step (the outputs of every step, stacked); usual causes: a forward that reshapes or indexes its input by position ...
     """  # noqa: E501
     if not isinstance(xs, Tensor) or not xs.is_floating_point() or xs.dim() < 1 or not len(xs):
         got = (
@@ -282,5 +301,6 @@ def check_sequence(
     rtol = default_rtol if rtol is None else rtol
     atol = default_atol if atol is None else atol
     check = _SequenceCheck(model, xs, rtol, atol)
-    step, sequence = check.run_both()
+    step, sequence, quiet = check.run_all()
     check.compare(step, sequence)
+    check.compare(step, quiet, _in("sequence", grad=False))
