@@ -258,6 +258,21 @@ class SequenceCallsItself(Leaky):
         return torch.stack([self(x) for x in xs])
 
 
+class SequenceNeedsABatch(Leaky):
+    """Its sequence path merges the batch dimensions into one, assuming there is one."""
+
+    def forward_sequence(self, xs):
+        self._ensure_states(xs[0])
+        rows = self._to_working_dim(xs).flatten(1, -2)  # [T, N, F]
+        mem, shape = self._to_working_dim(self.mem).flatten(0, -2), self._to_working_dim(xs[0])
+        ys = []
+        for x in rows:
+            mem = self.step(mem, x)
+            ys.append(self._from_working_dim(mem.reshape(shape.shape)))
+        self.mem = ys[-1]
+        return torch.stack(ys)
+
+
 class Pair(tt.snn.Layer):
     """A layer built from two Leaky layers; its states are theirs."""
 
@@ -477,3 +492,9 @@ def test_the_states_of_layers_inside_a_layer_are_compared():
     err = failure(PairForgetsInnerState)
     assert err.check == "sequence"
     assert "state 'a.mem' is None after forward_sequence, (3, 4) after the steps" in str(err)
+
+
+def test_forward_sequence_that_needs_a_batch_fails_on_batch_free_input():
+    err = failure(SequenceNeedsABatch, skip=["dim"])  # features last: right with a batch
+    assert err.check == "sequence"
+    assert "forward_sequence raised" in str(err) and "xs of shape (3, 4)," in str(err)

@@ -384,18 +384,33 @@ class _Checker:
     def sequence(self) -> None:
         """``forward_sequence`` equals the loop of ``forward``: outputs, states and gradients.
 
-        Run on the inputs with the features last (``dim=-1``) and on the wide inputs with the
+        Run on the inputs with the features last (``dim=-1``), on the wide inputs with the
         features moved as in the ``"dim"`` check (unless it is skipped: the layer may not take
-        ``dim``); each from zero states, and after one step of ``forward`` (a sequence starts
-        from the live states).
+        ``dim``), and on the inputs without their first dimension where ``forward`` takes
+        them (no batch); each from zero states, and after one step of ``forward`` (a sequence
+        starts from the live states).
         """
         layouts = [(-1, torch.stack(self.xs))]
         moved = {} if "dim" in self.skip else self.moved_layouts()
         for dim, (forth, _) in moved.items():
             layouts.append((dim, torch.stack([forth(x) for x in self.wide_xs])))
+        if self.xs[0].dim() >= 2 and self.takes_batch_free():
+            layouts.append((-1, torch.stack([x[0] for x in self.xs])))
         for dim, xs in layouts:
             for warm in (False, True):
                 self.compare_sequence(dim, xs, warm)
+
+    def takes_batch_free(self) -> bool:
+        """Whether the layer steps through inputs without their first (batch) dimension.
+
+        tracetorch's layers do; a user's layer may require a batch. Where it does not, its
+        sequence path must take batch-free inputs too.
+        """
+        try:
+            self.run(self.copy(), [x[0] for x in self.xs])
+        except Exception:
+            return False
+        return True
 
     def compare_sequence(self, dim: int, xs: Tensor, warm: bool) -> None:
         """Step one copy of the layer through ``xs``; run copies in sequence mode and compare.
@@ -572,8 +587,11 @@ def check_layer(
     - ``"sequence"``: ``forward_sequence(xs)`` (sequence mode, see :func:`tracetorch.run`)
       equals calling ``forward`` on each step of ``xs`` to rounding (``1e-10``): the outputs,
       the states left behind, and the gradients of the outputs and final states with respect
-      to the inputs and every learnable parameter. Checked with ``dim=-1`` and with the
-      layouts of ``"dim"`` (unless skipped), from zero states and from live states. The default
+      to the inputs and every learnable parameter (the states of layers inside the layer
+      included), with autograd and under ``torch.no_grad()``. The layer runs as a model runs
+      it (``layer(xs)`` in :func:`tracetorch.sequence_mode`). Checked with ``dim=-1``, with the
+      layouts of ``"dim"`` (unless skipped) and without the batch dimension (where
+      ``forward`` takes such input), from zero states and from live states. The default
       ``forward_sequence`` is that loop; this check is for layers that override it.
 
     Random layers are fine: the global RNG is seeded with ``seed`` before every run, so
