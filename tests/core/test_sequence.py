@@ -351,6 +351,48 @@ def test_a_layer_registered_twice_is_switched_once_and_restored() -> None:
     assert not any("forward" in m.__dict__ for m in model.modules())
 
 
+class Holder(tt.Layer):
+    """A layer that keeps another layer as a child without calling it."""
+
+    def __init__(self, partner: tt.Layer) -> None:
+        super().__init__(3)
+        self.partner = partner
+        self._initialize_state("acc")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ensure_states(x)
+        self.acc = 0.5 * self.acc + x
+        return self.acc
+
+
+class HeldAndCalled(tt.Model):
+    """Its LI is registered inside ``holder`` and as a layer of its own, called per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.li = tt.snn.LI(3)
+        self.holder = Holder(self.li)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.holder(self.li(x))
+
+
+@pytest.mark.parametrize("order", ["held first", "own first"])
+def test_a_layer_both_inside_a_layer_and_on_its_own_is_refused(order: str) -> None:
+    model = HeldAndCalled()
+    if order == "held first":  # the walk meets it inside holder first
+        model._modules = dict(reversed(model._modules.items()))
+    xs = torch.rand(4, 2, 3)
+    model(xs[0])
+    before = model.save_states()
+    with pytest.raises(RuntimeError, match=r"LI is registered in two places .*mode='step'"):
+        model.run(xs, mode="sequence")
+    after = model.save_states()
+    assert all(torch.equal(after[k], before[k]) for k in before) and after.keys() == before.keys()
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert model.run(xs).shape == (4, 2, 3)  # step mode runs it
+
+
 class Twice(tt.Model):
     """One LI layer applied twice per step."""
 

@@ -104,19 +104,25 @@ def _once_per_call(layer: nn.Module, model: nn.Module, count: bool) -> _OncePerC
 _END = object()  # in _survey's stack: the walk leaves the switched module it entered
 
 
-def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module], set[int]]:
+def _survey(
+    module: nn.Module,
+) -> tuple[list[nn.Module], list[nn.Module], set[int], list[str]]:
     """One walk through ``module``: what sequence mode switches, and every layer.
 
     Returns:
         The outermost modules that have ``forward_sequence`` (in the order of
         ``named_modules()``, see :func:`_sequence_modules`); every module with hidden
-        states under ``module`` (inside the switched ones too), each once; and the ids of
-        the switched modules that hold states, their own or those of layers inside them.
+        states under ``module`` (inside the switched ones too), each once; the ids of the
+        switched modules that hold states, their own or those of layers inside them; and
+        why sequence mode cannot run ``module``: a layer registered in two places that
+        sequence mode runs differently (inside a switched module, which decides how its
+        children see time, and outside it), which it cannot know how to run.
     """
     switched: list[nn.Module] = []
     stateful: list[nn.Module] = []
     holding: set[int] = set()
-    seen: set[int] = set()
+    runner: dict[int, nn.Module | None] = {}  # the switched module that runs each one seen
+    mixed: list[str] = []
     pending: list[object] = [module]
     inside = False  # below a switched module (until its end mark is popped)
     while pending:
@@ -124,10 +130,17 @@ def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module], set[in
         if sub is _END:
             inside = False
             continue
-        if sub is None or id(sub) in seen:
+        if sub is None:
             continue
-        seen.add(id(sub))
-        if not inside and _has_sequence_path(sub):
+        sequence_path = _has_sequence_path(sub)
+        here = switched[-1] if inside else sub if sequence_path else None
+        if id(sub) in runner:
+            there = runner[id(sub)]
+            if there is not here and (sequence_path or _is_stateful(sub)):
+                mixed.append(_registered_twice(sub, there, here))
+            continue
+        runner[id(sub)] = here
+        if not inside and sequence_path:
             switched.append(sub)
             inside = True
             pending.append(_END)
@@ -137,7 +150,25 @@ def _survey(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module], set[in
                 holding.add(id(switched[-1]))
         if sub._modules:
             pending.extend(reversed(sub._modules.values()))
-    return switched, stateful, holding
+    return switched, stateful, holding, mixed
+
+
+def _registered_twice(sub: nn.Module, *runners: nn.Module | None) -> str:
+    places = [
+        "outside any layer"
+        if r is None
+        else "as a layer of its own"
+        if r is sub
+        else f"inside {type(r).__name__}"
+        for r in runners
+    ]
+    return (
+        f"sequence_mode: {type(sub).__name__} is registered in two places that sequence mode "
+        f"runs differently ({places[0]}, and {places[1]}): a layer inside another layer runs "
+        f"as that layer's forward_sequence decides, one outside it on its own, so sequence "
+        f"mode cannot tell how it runs per step; run the model with mode='step', or give "
+        f"each place its own layer"
+    )
 
 
 def _switch_to_sequences(
@@ -151,7 +182,9 @@ def _switch_to_sequences(
         itself, when it is switched, runs its ``forward_sequence`` as is); and every module
         with hidden states under ``module``, switched or not.
     """
-    switched, stateful, holding = _survey(module)
+    switched, stateful, holding, mixed = _survey(module)
+    if mixed:
+        raise RuntimeError(mixed[0])
     for sub in switched:
         if "forward" in sub.__dict__:
             where = "" if sub is module else f" (its layer {type(sub).__name__})"
