@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from tracetorch.autograd import leaky_scan, scan_supported, spike_fn
@@ -307,6 +308,36 @@ def test_torch_func_grad() -> None:
     second = torch.func.grad(lambda v: torch.func.grad(loss, argnums=1)(xs, v).sum())(beta)
     expected = torch.func.grad(lambda v: torch.func.grad(loop_loss, argnums=1)(xs, v).sum())(beta)
     torch.testing.assert_close(second, expected)
+
+
+@pytest.mark.parametrize("case", SMOOTH, ids=repr)
+def test_forward_mode_ad_runs_the_plain_loop(case: Case) -> None:
+    """Dual tensors (torch.autograd.forward_ad) carry their tangents as through the loop.
+
+    (The surrogate spike functions have no forward-mode rule, in either mode.)
+    """
+    xs, states, params = _make(case, (3, 4), (4,))
+    xs, tangent = xs.detach(), torch.randn_like(xs)
+    with fwAD.dual_level():
+        out, final = leaky_scan(
+            fwAD.make_dual(xs, tangent), states, params, case.config, case.spike
+        )
+        got = fwAD.unpack_dual(out).tangent, fwAD.unpack_dual(final["mem"]).tangent
+        ref_out, ref_final = _loop(
+            fwAD.make_dual(xs, tangent), states, params, case.config, case.spike
+        )
+        expected = fwAD.unpack_dual(ref_out).tangent, fwAD.unpack_dual(ref_final["mem"]).tangent
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_batched_gradients_are_refused_clearly() -> None:
+    case = CASES[6]  # LIF with atan
+    xs, states, params = _make(case, (3, 4), (4,))
+    out, _ = leaky_scan(xs, states, params, case.config, case.spike)
+    basis = torch.eye(out.numel(), dtype=out.dtype).reshape(-1, *out.shape)
+    with pytest.raises(RuntimeError, match=r"cannot run batched .*mode='step'"):
+        torch.autograd.grad(out, xs, basis, is_grads_batched=True)
 
 
 FALLBACK = [

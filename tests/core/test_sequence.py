@@ -548,6 +548,41 @@ class ByKeyword(tt.Model):
         return self.li(x=self.fc(x=x))
 
 
+class Gated(tt.Layer):
+    """A layer taking a second argument, in both of its paths."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self._initialize_state("mem")
+
+    def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:
+        self._ensure_states(x)
+        self.mem = 0.5 * self.mem + (x if gate is None else x * gate)
+        return self.mem
+
+    def forward_sequence(self, xs: Tensor, gate: Tensor | None = None) -> Tensor:
+        gates = [None] * len(xs) if gate is None else gate
+        return torch.stack([Gated.forward(self, x, g) for x, g in zip(xs, gates, strict=True)])
+
+
+class GatedNet(tt.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.gated = nn.Linear(3, 4), Gated()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)
+        return self.gated(h, gate=torch.sigmoid(h))
+
+
+def test_more_arguments_reach_a_forward_sequence_that_takes_them() -> None:
+    model = GatedNet()
+    xs = torch.rand(5, 2, 3)
+    expected = model.run(xs)
+    model.zero_states()
+    torch.testing.assert_close(model.run(xs, mode="sequence"), expected)
+
+
 def test_layers_take_their_input_by_keyword_in_sequence_mode_too() -> None:
     model = ByKeyword()
     xs = torch.rand(5, 2, 3)

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from ..functional.leaky import LeakyConfig, Reset, leaky_step
 from ..functional.spike import sigmoid4x
@@ -292,6 +293,14 @@ class LeakyScan(torch.autograd.Function):
         g_syn: Tensor | None,
         *_internal: None,
     ) -> tuple[Tensor | None, ...]:
+        if any(g is not None and _batched(g) for g in (g_out, g_mem, g_syn)):
+            raise RuntimeError(
+                "leaky_scan: the hand-written backward of sequence mode's scan cannot run "
+                "batched (torch.autograd.grad(..., is_grads_batched=True), "
+                "torch.autograd.functional.jacobian(vectorize=True)); run the model in "
+                "mode='step', pass vectorize=False, or take the Jacobian with "
+                "torch.func.jacrev, through which sequence mode runs a plain loop"
+            )
         if not torch.is_grad_enabled():
             return _backward(ctx, g_out, g_mem, g_syn)
         # create_graph=True (or a torch.func transform): compute the gradients without a
@@ -300,6 +309,11 @@ class LeakyScan(torch.autograd.Function):
             grads = _backward(ctx, g_out, g_mem, g_syn)
         anchor = ctx.saved_tensors[7]  # the outputs: their graph leads to every input
         return tuple(None if g is None else apply(_NoDoubleBackward, g, anchor) for g in grads)
+
+
+def _batched(grad: Tensor) -> bool:
+    """Whether ``grad`` is a batch of gradients (``autograd.grad(..., is_grads_batched=True)``)."""
+    return torch._C._functorch.is_legacy_batchedtensor(grad)
 
 
 def _graph_kept() -> bool:
@@ -574,6 +588,7 @@ def leaky_scan(
         or not scan_supported(config, spike_fn, quant_fn)
         or torch.compiler.is_compiling()  # a traced plain loop fuses into one kernel per layer
         or torch._C._are_functorch_transforms_active()  # vmap/jacrev: plain ops batch and nest
+        or forward_ad._current_level >= 0  # dual tensors: plain ops carry the tangents
     ):
         return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
     binary = firing == "binary"

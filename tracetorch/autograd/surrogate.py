@@ -37,7 +37,10 @@ __all__ = ["SURROGATES", "Heaviside", "SpikeFn", "Surrogate", "heaviside", "spik
 
 
 class Surrogate(NamedTuple):
-    """A surrogate gradient: its derivative ``d(x, slope)`` and the slope used by default."""
+    """A surrogate gradient: its derivative ``d(x, slope)`` and the slope used by default.
+
+    ``d`` returns a tensor of ``x``'s shape (sequence mode's backward reads it step by step).
+    """
 
     derivative: Callable[[Tensor, float], Tensor]
     default_slope: float

@@ -62,13 +62,14 @@ class _OncePerCall:
         self.watch = False
         self.called = False
 
-    def __call__(self, x: Tensor) -> Tensor:
-        # named as forward's argument: a model may pass it by keyword (layer(x=h))
+    def __call__(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
+        # named as forward's argument: a model may pass it by keyword (layer(x=h)); other
+        # arguments go to forward_sequence, which a layer taking them overrides
         if self.watch:
             if self.called:
                 raise RuntimeError(self._twice())
             self.called = True
-        return self.layer().forward_sequence(x)
+        return self.layer().forward_sequence(x, *args, **kwargs)
 
     def _twice(self) -> str:
         layer, model = self.layer(), self.model()
