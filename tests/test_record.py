@@ -229,3 +229,32 @@ def test_plots_take_a_recording_directly():
     assert len(ax.lines) == 6 + 1
     tt.plot.rates(rec["net.1"])
     plt.close("all")
+
+
+class OwnSequencePair(tt.Layer):
+    """A layer built from two LI layers, with a forward_sequence that runs each of them."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.a, self.b = tt.snn.LI(4), tt.snn.LI(4, beta=0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+    def forward_sequence(self, xs: torch.Tensor) -> torch.Tensor:
+        return self.b.forward_sequence(self.a.forward_sequence(xs))
+
+
+def test_layers_inside_a_layer_with_its_own_sequence_path_are_recorded_step_by_step():
+    net = nn.Sequential(nn.Linear(3, 4), OwnSequencePair())
+    xs = torch.randn(6, 2, 3)
+    recorded = {}
+    for mode in ("step", "sequence"):
+        tt.zero_states(net)
+        with tt.record(net, states=True, outputs=True) as rec:
+            tt.run(net, xs, mode=mode)
+        recorded[mode] = dict(rec.items())
+    assert recorded["sequence"].keys() == recorded["step"].keys() >= {"1.a.mem", "1.b"}
+    for key, value in recorded["step"].items():
+        torch.testing.assert_close(recorded["sequence"][key], value)
+    assert "forward_sequence" not in net[1].__dict__  # its own path is back

@@ -184,36 +184,47 @@ class _Recorder:
     def _entry(self, sub: nn.Module) -> tuple[nn.Module, list[str], list[tuple[str, str]]]:
         return self.plan.setdefault(id(sub), (sub, [], []))
 
-    def _kind(self, sub: nn.Module) -> str:
-        """How ``sub`` sees time in sequence mode.
+    def _kind(self, sub: nn.Module) -> tuple[str, nn.Module | None]:
+        """How ``sub`` sees time in sequence mode, and the switched module it is part of.
 
         ``"self"``: sequence mode switches it (a call is a sequence when it is switched);
         ``"inner"``: inside a switched module, which calls it one step at a time;
         ``"global"``: outside them (a call is a sequence whenever sequence mode is on).
         """
         if any(sub is outer for outer in self.outer):
-            return "self"
+            return "self", sub
         path = self.paths[id(sub)]
         for outer in self.outer:
             outer_path = self.paths[id(outer)]
             if outer_path == "" or path.startswith(outer_path + "."):
-                return "inner"
-        return "global"
+                return "inner", outer
+        return "global", None
 
     def install(self) -> None:
+        # A switched layer whose own states, or whose layers' states or outputs, are recorded
+        # runs its step in a loop while recording (its own forward_sequence, which may call
+        # its layers' forward_sequence, would record none of them step by step).
+        looped: dict[int, tuple[Layer, list[tuple[str, str]]]] = {}
+        hooks = []
         for sub, output_keys, state_keys in self.plan.values():
-            kind = self._kind(sub)
-            if state_keys and kind == "self" and isinstance(sub, Layer):
-                if "forward_sequence" in sub.__dict__ or "forward" in sub.__dict__:
-                    raise RuntimeError(
-                        f"record: {type(sub).__name__} at {self.paths[id(sub)]!r} is already "
-                        f"being recorded or is in sequence mode; enter tt.record() once, "
-                        f"around tt.run()"
-                    )
-                loop = self._stepwise(sub, state_keys)
-                sub.__dict__["forward_sequence"] = loop
-                self.looped.append((sub, loop))
-            hook = self._hook(sub, kind, output_keys, state_keys)
+            kind, owner = self._kind(sub)
+            if isinstance(owner, Layer) and (kind == "inner" or state_keys):
+                entry = looped.setdefault(id(owner), (owner, []))
+                if kind == "self":
+                    entry[1].extend(state_keys)
+            hooks.append((sub, self._hook(sub, kind, output_keys, state_keys)))
+        for layer, _ in looped.values():
+            if "forward_sequence" in layer.__dict__ or "forward" in layer.__dict__:
+                raise RuntimeError(
+                    f"record: {type(layer).__name__} at {self.paths[id(layer)]!r} is already "
+                    f"being recorded or is in sequence mode; enter tt.record() once, around "
+                    f"tt.run()"
+                )
+        for layer, state_keys in looped.values():
+            loop = self._stepwise(layer, state_keys)
+            layer.__dict__["forward_sequence"] = loop
+            self.looped.append((layer, loop))
+        for sub, hook in hooks:
             self.handles.append(sub.register_forward_hook(hook))
 
     def remove(self) -> None:
