@@ -133,15 +133,15 @@ def _survey(
             continue
         if sub is None:
             continue
-        sequence_path = _has_sequence_path(sub)
+        sequence_path = not inside and _has_sequence_path(sub)  # switched here
         here = switched[-1] if inside else sub if sequence_path else None
         if id(sub) in runner:
             there = runner[id(sub)]
-            if there is not here and (sequence_path or _is_stateful(sub)):
+            if there is not here and (_has_sequence_path(sub) or _is_stateful(sub)):
                 mixed.append(_registered_twice(sub, there, here))
             continue
         runner[id(sub)] = here
-        if not inside and sequence_path:
+        if sequence_path:
             switched.append(sub)
             inside = True
             pending.append(_END)

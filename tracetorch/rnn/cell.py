@@ -79,10 +79,6 @@ class CellLayer(Layer):
         for name in self.cell_states:
             self._initialize_state(name)
 
-    def _step_states(self) -> tuple[str, ...]:
-        """The names of the states the step takes and returns, in order."""
-        return self.cell_states or self._state_names
-
     def _step(self, x: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         """The new states from the input and the states, in declaration order, features last."""
         raise NotImplementedError
@@ -97,7 +93,7 @@ class CellLayer(Layer):
             The new hidden state, shaped like ``x`` with ``out_features`` at ``dim``.
         """
         x, states = self._read_states(x)
-        names = self._step_states()
+        names = self.cell_states or self._state_names  # those the step takes
         try:
             new = self._step(
                 self._to_working_dim(x), *(self._to_working_dim(states[n]) for n in names)
@@ -130,7 +126,7 @@ class CellLayer(Layer):
         batch_shape, n = seq.shape[1:-1], self.num_neurons
         flat = len(batch_shape) == 1  # [T, B, F]: the kernel's own layout, nothing to reshape
         rows = seq if flat else seq.reshape(steps, -1, seq.shape[-1])
-        names = self._step_states()
+        names = self.cell_states or self._state_names  # those the step takes
         first = [self._to_working_dim(states[name]) for name in names]
         first = [s[None] if flat else s.reshape(1, -1, n) for s in first]
         try:
