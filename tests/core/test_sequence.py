@@ -575,16 +575,10 @@ class GatedNet(tt.Model):
         return self.gated(h, gate=torch.sigmoid(h))
 
 
-def test_more_arguments_reach_a_forward_sequence_that_takes_them() -> None:
-    model = GatedNet()
-    xs = torch.rand(5, 2, 3)
-    expected = model.run(xs)
-    model.zero_states()
-    torch.testing.assert_close(model.run(xs, mode="sequence"), expected)
-
-
-def test_layers_take_their_input_by_keyword_in_sequence_mode_too() -> None:
-    model = ByKeyword()
+@pytest.mark.parametrize("model", [ByKeyword, GatedNet], ids=["by keyword", "more arguments"])
+def test_how_a_model_passes_arguments_is_kept_in_sequence_mode(model: type[tt.Model]) -> None:
+    """Inputs passed by keyword, and arguments a layer's own forward_sequence takes."""
+    model = model()
     xs = torch.rand(5, 2, 3)
     expected = model.run(xs)
     model.zero_states()

@@ -154,15 +154,17 @@ def _survey(
     return switched, stateful, holding, mixed
 
 
+def _place(sub: nn.Module, runner: nn.Module | None) -> str:
+    """Where sequence mode runs ``sub`` from, given the switched module that runs it."""
+    if runner is None:
+        return "outside any layer"
+    if runner is sub:
+        return "as a layer of its own"
+    return f"inside {type(runner).__name__}"
+
+
 def _registered_twice(sub: nn.Module, *runners: nn.Module | None) -> str:
-    places = [
-        "outside any layer"
-        if r is None
-        else "as a layer of its own"
-        if r is sub
-        else f"inside {type(r).__name__}"
-        for r in runners
-    ]
+    places = [_place(sub, runner) for runner in runners]
     return (
         f"sequence_mode: {type(sub).__name__} is registered in two places that sequence mode "
         f"runs differently ({places[0]}, and {places[1]}): a layer inside another layer runs "

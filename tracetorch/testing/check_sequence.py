@@ -152,11 +152,8 @@ class _SequenceCheck:
                 how = f"raised {type(err).__name__} {_in(mode)}: {err}"
                 raise self.fail("error", how) from err
         result = _Run(outputs, _live_states(self.model))
-        if not torch.is_grad_enabled():
-            self.same_shapes(outputs, result.states, _in(mode))
-            return result
         terms = [result.outputs, *result.states.values()]
-        if mode == "step":
+        if mode == "step":  # the reference: the other runs are checked against it
             generator = torch.Generator().manual_seed(0)
             self.output, self.states = outputs, result.states
             self.weights = [
@@ -164,6 +161,8 @@ class _SequenceCheck:
             ]
         else:
             self.same_shapes(outputs, result.states, _in(mode))
+        if not torch.is_grad_enabled():
+            return result
         loss = sum((t * w).sum() for t, w in zip(terms, self.weights, strict=True))
         keys = ["xs", *(f"parameter {key!r}" for key, _ in self.parameters)]
         if isinstance(loss, Tensor) and loss.requires_grad:
@@ -191,7 +190,7 @@ class _SequenceCheck:
                 f"step ({expected})",
             )
 
-    def compare(self, step: _Run, sequence: _Run, where: str = "in sequence mode") -> None:
+    def compare(self, step: _Run, sequence: _Run, where: str) -> None:
         """Raise at the first difference: outputs, then states, then gradients."""
         if not self.close(sequence.outputs, step.outputs):
             t = self.first_step(sequence.outputs, step.outputs)
@@ -302,5 +301,5 @@ def check_sequence(
     atol = default_atol if atol is None else atol
     check = _SequenceCheck(model, xs, rtol, atol)
     step, sequence, quiet = check.run_all()
-    check.compare(step, sequence)
+    check.compare(step, sequence, _in("sequence", grad=True))
     check.compare(step, quiet, _in("sequence", grad=False))
