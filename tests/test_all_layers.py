@@ -2,7 +2,7 @@
 
 ``tt.testing.check_layer`` covers gradients through time, lazy states, zero/detach, ``dim``
 invariance, TTcompile/TTdecompile and save/load; the tests below add what it does not look
-at: ``repr``, the errors on bad input, ``.to(dtype)`` and ``torch.compile``.
+at: ``repr``, the errors on bad input, ``.to(dtype)``, ``torch.compile`` and forward-mode AD.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 import torch
 from layer_table import LayerCase, all_cases
 
+import tracetorch as tt
 from tracetorch.testing import check_layer
 
 CASES = all_cases()
@@ -107,6 +108,28 @@ def test_torch_compile_fullgraph_matches_eager(case):
                 assert g is None or not g.any()
             else:
                 torch.testing.assert_close(g, g_eager)
+
+
+# torch's forward-mode rules are scripted on first use, with torch's own deprecation warning
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("case", CASES, ids=repr)
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_forward_mode_ad_matches_reverse_mode_through_time(case, mode):
+    # torch.func.jacfwd (forward mode, the spikes' surrogate as their derivative) gives the
+    # Jacobian of all outputs w.r.t. all inputs over several steps that jacrev gives.
+    layer = case.make().double()
+
+    def run(xs):
+        layer.zero_states()
+        return tt.run(layer, xs, mode=mode)
+
+    xs = 2 * inputs(case, 4).double()
+    forward, reverse = torch.func.jacfwd(run)(xs), torch.func.jacrev(run)(xs)
+    assert forward.shape == (*run(xs).shape, *xs.shape)
+    torch.testing.assert_close(forward, reverse)
+    assert forward.abs().sum() > 0
+    with torch.no_grad():  # forward mode needs no autograd graph, and spikes keep their rule
+        torch.testing.assert_close(torch.func.jacfwd(run)(xs), reverse)
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)

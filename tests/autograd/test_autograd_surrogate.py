@@ -7,7 +7,8 @@ import pickle
 
 import pytest
 import torch
-from torch.func import jacrev, vmap
+import torch.autograd.forward_ad as fwAD
+from torch.func import jacfwd, jacrev, vmap
 
 from tracetorch.autograd import SURROGATES, Heaviside, SpikeFn, heaviside, spike_fn
 
@@ -89,6 +90,28 @@ def test_backward_is_the_derivative_of_the_primitive(name, slope) -> None:
         return PRIMITIVES[name](t, k).detach() + spikes - spikes.detach()
 
     assert torch.autograd.gradcheck(spike_with_primitive_value, (x,))
+
+
+@pytest.mark.parametrize("slope", [None, 0.5])
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_mode_is_the_surrogate_derivative(name, slope) -> None:
+    # Dual tensors and torch.func.jacfwd use the same surrogate as the backward pass.
+    derivative, default = DERIVATIVES[name]
+    k = default if slope is None else slope
+    x = _points(k).detach()
+    tangent = torch.linspace(0.5, 2.0, x.numel(), dtype=F64)
+    with fwAD.dual_level():
+        out = heaviside(fwAD.make_dual(x, tangent), name, slope)
+        got = fwAD.unpack_dual(out).tangent
+    torch.testing.assert_close(got, tangent * derivative(x, k), atol=1e-14, rtol=1e-14)
+    assert (got > 0).any()
+    forward = jacfwd(lambda t: heaviside(t, name, slope))(x)
+    torch.testing.assert_close(forward, jacrev(lambda t: heaviside(t, name, slope))(x))
+    # without autograd too: spikes that carry tangents never take the bare comparison
+    fn = spike_fn(name, slope)
+    with torch.no_grad(), fwAD.dual_level():
+        for out in (fn(fwAD.make_dual(x, tangent)), fn.above(fwAD.make_dual(x + 1, tangent), 1.0)):
+            torch.testing.assert_close(fwAD.unpack_dual(out).tangent, got, atol=1e-14, rtol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)

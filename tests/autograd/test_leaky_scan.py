@@ -312,12 +312,9 @@ def test_torch_func_grad() -> None:
 
 # torch's forward-mode rules are scripted on first use, with torch's own deprecation warning
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("case", SMOOTH, ids=repr)
+@pytest.mark.parametrize("case", CASES, ids=repr)
 def test_forward_mode_ad_runs_the_plain_loop(case: Case) -> None:
-    """Dual tensors (torch.autograd.forward_ad) carry their tangents as through the loop.
-
-    (The surrogate spike functions have no forward-mode rule, in either mode.)
-    """
+    """Dual tensors (torch.autograd.forward_ad) carry their tangents as through the loop."""
     xs, states, params = _make(case, (3, 4), (4,))
     xs, tangent = xs.detach(), torch.randn_like(xs)
     with fwAD.dual_level():

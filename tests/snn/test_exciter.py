@@ -85,6 +85,9 @@ def test_gradcheck(select_last, shape, dim):
         return ExciterFunction.apply(x, -1.0, 1.0, select_last, dim, None)
 
     assert check_function(fn, x, names=["x"])  # gradcheck and gradgradcheck
+    # forward mode (dual tensors, jacfwd): its tangents against finite differences too
+    x = x.requires_grad_()
+    assert torch.autograd.gradcheck(fn, (x,), check_forward_ad=True, check_backward_ad=False)
 
 
 def test_gradcheck_through_the_layer_with_a_callback():
@@ -217,6 +220,18 @@ def test_manual_weight_update_in_a_callback_takes_effect_and_backward_completes(
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(p.grad, q.grad)  # the backward itself is unchanged
     assert model[0].weight.grad.abs().sum() > 0
+
+
+def test_torch_compile_traces_the_clamp_with_its_gradient_in_one_graph():
+    # ExciterFunction's forward-mode rule is one dynamo cannot trace: compiled code takes
+    # its twin without one, in one graph (fullgraph), with the same values and gradients
+    layer = Exciter(4, low=-1.0, high=1.0)
+    x = away_from(-1.0, 1.0, (3, 4)).requires_grad_()
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(y, layer(x))
+    torch.testing.assert_close(grad, ((x > -1) & (x < 1)).double())
 
 
 def test_callbacks_survive_torch_compile_as_a_graph_break():

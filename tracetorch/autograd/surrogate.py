@@ -17,6 +17,9 @@ Each ``d`` is the derivative of a smooth primitive ``P`` (what the spike "preten
 the backward pass): ``x / (1 + slope |x|)``, ``atan(pi/2 slope x) / pi``,
 ``slope u - slope**2 u |u| / 2`` with ``u = clamp(x, -1/slope, 1/slope)``, and ``x``.
 
+Forward mode (``torch.func.jacfwd``, dual tensors) uses the same ``d``: the tangent of the
+spikes is ``d(x, slope)`` times that of ``x``.
+
 Layers typically call ``heaviside(v - threshold)`` or take a ``spike_fn`` built by
 :func:`spike_fn`.
 """
@@ -30,6 +33,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from .function import apply
 
@@ -125,12 +129,11 @@ def _resolve(surrogate: str, slope: float | None) -> tuple[Surrogate, float]:
     return entry, float(slope)
 
 
-class Heaviside(torch.autograd.Function):
-    """Heaviside step ``(x > 0)`` forward, surrogate derivative backward.
+class _TraceableHeaviside(torch.autograd.Function):
+    """:class:`Heaviside` without its forward-mode rule: what ``torch.compile`` traces.
 
-    ``Heaviside.apply(x, surrogate, slope)`` takes the surrogate's name (a key of
-    :data:`SURROGATES`) and its slope (``None`` for the default). The backward is
-    ``grad_output * d(x, slope)``; neither ``surrogate`` nor ``slope`` receives a gradient.
+    Dynamo cannot trace an ``autograd.Function`` that defines ``jvp`` (it breaks the graph,
+    and ``fullgraph=True`` fails), so compiled code takes this one.
     """
 
     generate_vmap_rule = True
@@ -150,6 +153,30 @@ class Heaviside(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
         (x,) = ctx.saved_tensors
         return grad_output * ctx.surrogate.derivative(x, ctx.slope), None, None
+
+
+class Heaviside(_TraceableHeaviside):
+    """Heaviside step ``(x > 0)`` forward, surrogate derivative backward.
+
+    ``Heaviside.apply(x, surrogate, slope)`` takes the surrogate's name (a key of
+    :data:`SURROGATES`) and its slope (``None`` for the default). The backward is
+    ``grad_output * d(x, slope)``; neither ``surrogate`` nor ``slope`` receives a gradient.
+    Forward mode (dual tensors of ``torch.autograd.forward_ad``, ``torch.func.jvp`` and
+    ``jacfwd``) uses the same derivative: the tangent is ``x_tangent * d(x, slope)``, so
+    ``jacfwd`` and ``jacrev`` agree. Under ``torch.compile`` call :func:`heaviside` (or a
+    :class:`SpikeFn`), which traces a twin of this class without the forward-mode rule:
+    dynamo cannot trace a Function that has one.
+    """
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, str, float | None], output: Tensor) -> None:
+        _TraceableHeaviside.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def jvp(ctx: Any, x_tangent: Tensor, surrogate: None, slope: None) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return x_tangent * ctx.surrogate.derivative(x, ctx.slope)
 
 
 def heaviside(x: Tensor, surrogate: str = "atan", slope: float | None = None) -> Tensor:
@@ -180,22 +207,37 @@ def heaviside(x: Tensor, surrogate: str = "atan", slope: float | None = None) ->
 
 
 def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
-    if not torch.is_grad_enabled():
-        # no_grad / inference_mode: nothing will be differentiated, so skip the
-        # autograd.Function machinery (most of a spiking step's cost at batch 1).
-        # torch.func.grad re-enables grad inside its transform, so it still takes the Function.
+    if _undifferentiated():
+        # no_grad / inference_mode with no tangents about: nothing will be differentiated, so
+        # skip the autograd.Function machinery (most of a spiking step's cost at batch 1).
         return _above(x, 0)
+    if torch.compiler.is_compiling():
+        return _TraceableHeaviside.apply(x, surrogate, slope)
     return apply(Heaviside, x, surrogate, slope)
+
+
+def _undifferentiated() -> bool:
+    """Whether nothing can differentiate a spike taken now, so it may be a bare comparison.
+
+    True when autograd records nothing, no dual tensors can be about (no
+    ``torch.autograd.forward_ad.dual_level``) and no ``torch.func`` transform is running
+    (``jacfwd`` runs forward mode under ``no_grad`` too; ``torch.func.grad`` turns grad on).
+    """
+    return (
+        not torch.is_grad_enabled()
+        and forward_ad._current_level < 0
+        and not torch._C._are_functorch_transforms_active()
+    )
 
 
 def _above(v: Tensor, threshold: Tensor | float) -> Tensor:
     """``(v > threshold)`` as ``0.0``/``1.0`` in ``v``'s dtype: one comparison kernel.
 
     The comparison writes straight into a float tensor: no bool-to-float copy. ``threshold``
-    must broadcast to ``v``'s shape. Under ``torch.compile`` and ``torch.func`` transforms,
-    where a compiler fuses the plain form anyway, it is ``(v > threshold).to(v.dtype)``.
+    must broadcast to ``v``'s shape. Under ``torch.compile``, which fuses the plain form
+    anyway, it is ``(v > threshold).to(v.dtype)``.
     """
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if torch.compiler.is_compiling():
         return (v > threshold).to(v.dtype)
     return torch.gt(v, threshold, out=torch.empty_like(v))
 
@@ -224,7 +266,8 @@ class SpikeFn:
     def above(self, v: Tensor, threshold: Tensor | float) -> Tensor:
         """``self(v - threshold)``: the spikes of a membrane ``v`` against a threshold.
 
-        While autograd records nothing and ``threshold`` has ``v``'s dtype, one comparison
+        While nothing differentiates the spikes (autograd records nothing, no dual tensors,
+        no ``torch.func`` transform) and ``threshold`` has ``v``'s dtype, one comparison
         ``v > threshold`` instead of a subtraction and a comparison: the same spikes, bit for
         bit (in IEEE arithmetic ``v - threshold > 0`` exactly when ``v > threshold``, and NaN
         spikes in neither). :func:`~tracetorch.functional.leaky_step` calls it where a spike
@@ -236,7 +279,7 @@ class SpikeFn:
             ...     fn.above(torch.tensor([0.5, 1.0, 1.5]), torch.tensor(1.0))
             tensor([0., 0., 1.])
         """
-        if torch.is_grad_enabled() or (
+        if not _undifferentiated() or (
             isinstance(threshold, Tensor) and threshold.dtype != v.dtype
         ):
             return self(v - threshold)

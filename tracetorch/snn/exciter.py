@@ -19,21 +19,10 @@ __all__ = ["Exciter", "ExciterFunction"]
 BackwardCallback = Callable[["Exciter", Tensor], Any]
 
 
-class ExciterFunction(torch.autograd.Function):
-    """Clamp to ``[low, high]``, optionally keep only the last neuron along ``dim``.
+class _TraceableExciter(torch.autograd.Function):
+    """:class:`ExciterFunction` without its forward-mode rule: what ``torch.compile`` traces.
 
-    Forward: ``y = clamp(x, low, high)``; with ``select_last`` only the last entry along
-    ``dim`` is returned (that dimension is kept, with size 1).
-
-    Backward: the gradient has ``x``'s shape. It is ``grad_output`` where
-    ``low <= x <= high`` and zero where ``x`` was clamped; with ``select_last`` every neuron but
-    the last gets zero. After computing it, the backward calls
-    ``layer.custom_backward(grad_output)`` when a ``layer`` was given.
-
-    The backward is made of differentiable tensor operations, so double backward works too
-    (the second derivative of a clamp is zero).
-
-    Call it as ``ExciterFunction.apply(x, low, high, select_last, dim, layer)``.
+    Dynamo cannot trace an ``autograd.Function`` that defines ``jvp``.
     """
 
     generate_vmap_rule = True
@@ -71,6 +60,41 @@ class ExciterFunction(torch.autograd.Function):
         if ctx.layer is not None:
             ctx.layer.custom_backward(grad_output)
         return grad_input, None, None, None, None, None
+
+
+class ExciterFunction(_TraceableExciter):
+    """Clamp to ``[low, high]``, optionally keep only the last neuron along ``dim``.
+
+    Forward: ``y = clamp(x, low, high)``; with ``select_last`` only the last entry along
+    ``dim`` is returned (that dimension is kept, with size 1).
+
+    Backward: the gradient has ``x``'s shape. It is ``grad_output`` where
+    ``low <= x <= high`` and zero where ``x`` was clamped; with ``select_last`` every neuron but
+    the last gets zero. After computing it, the backward calls
+    ``layer.custom_backward(grad_output)`` when a ``layer`` was given.
+
+    The backward is made of differentiable tensor operations, so double backward works too
+    (the second derivative of a clamp is zero). Forward mode (``torch.func.jacfwd``, dual
+    tensors) passes the tangent where the backward passes the gradient; it runs no callbacks,
+    which belong to the backward pass. Under ``torch.compile`` the layer takes a twin of this
+    class without the forward-mode rule (dynamo cannot trace a Function that has one).
+
+    Call it as ``ExciterFunction.apply(x, low, high, select_last, dim, layer)``.
+    """
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        _TraceableExciter.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def jvp(ctx: Any, x_tangent: Tensor, *_constants: None) -> Tensor:
+        (x,) = ctx.saved_tensors
+        if ctx.select_last:
+            last = x.size(ctx.dim) - 1
+            x, x_tangent = x.narrow(ctx.dim, last, 1), x_tangent.narrow(ctx.dim, last, 1)
+        inside = (x >= ctx.low) & (x <= ctx.high)
+        return torch.where(inside, x_tangent, torch.zeros_like(x_tangent))
 
 
 _eager_apply: Callable[..., Tensor] | None = None
@@ -180,6 +204,8 @@ class Exciter(Layer):
         if len(self._backward_callbacks) > 0:
             eager = _eager_apply if _eager_apply is not None else _apply_eagerly()
             return eager(x, self.low, self.high, self.select_last, dim, self)
+        if torch.compiler.is_compiling():
+            return _TraceableExciter.apply(x, self.low, self.high, self.select_last, dim, None)
         return apply(ExciterFunction, x, self.low, self.high, self.select_last, dim, None)
 
     def register_backward_callback(self, fn: BackwardCallback) -> RemovableHandle:
