@@ -597,6 +597,23 @@ def test_time_distributed_rejects_stateful_or_non_modules() -> None:
         tt.nn.TimeDistributed(torch.tanh)
 
 
+def test_time_distributed_refuses_a_layer_put_in_after_construction() -> None:
+    # the layer's states would see the T steps as T * B samples of one step: refused before
+    # anything runs, the other layers' states left as they were
+    torch.manual_seed(0)
+    wrapped = tt.nn.TimeDistributed(nn.Sequential(nn.Linear(4, 4)))
+    wrapped.module.append(tt.snn.LI(4))
+    model = nn.Sequential(tt.snn.LI(4), wrapped)
+    xs = torch.rand(3, 2, 4)
+    tt.run(model, xs)  # step mode: each step is one call of the module, which is right
+    before = [model[0].mem, wrapped.module[1].mem]
+    with pytest.raises(TypeError, match=r"contains tracetorch layers \(1\)"):
+        tt.run(model, xs, mode="sequence")
+    assert model[0].mem is before[0] and wrapped.module[1].mem is before[1]
+    with pytest.raises(TypeError, match=r"contains tracetorch layers \(1\)"):
+        wrapped.forward_sequence(xs)
+
+
 def test_time_distributed_step_and_sequence() -> None:
     torch.manual_seed(0)
     pool = tt.nn.TimeDistributed(nn.Sequential(nn.Conv2d(2, 3, 3), nn.MaxPool2d(2)))

@@ -39,17 +39,9 @@ class TimeDistributed(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         """Build the layer; the arguments are described on the class."""
         super().__init__()
-        from ..core.layer import Layer
-
         if not isinstance(module, nn.Module):
             raise TypeError(f"TimeDistributed: expected an nn.Module, got {type(module).__name__}")
-        inner = [name or "itself" for name, sub in module.named_modules() if isinstance(sub, Layer)]
-        if inner:
-            raise TypeError(
-                f"TimeDistributed: the wrapped {type(module).__name__} contains tracetorch layers "
-                f"({', '.join(inner)}); wrap only stateless modules and keep the stateful layers "
-                f"outside"
-            )
+        _refuse_layers(module)
         self.module = module
 
     def forward(self, x: Tensor) -> Any:
@@ -60,8 +52,10 @@ class TimeDistributed(nn.Module):
         """All steps at once: ``[T, B, ...]`` to ``module`` on ``[T * B, ...]``, split back.
 
         A module that returns a tuple or list of tensors (``nn.MaxPool2d(...,
-        return_indices=True)``) gets each of them split back.
+        return_indices=True)``) gets each of them split back. A tracetorch layer put into
+        the wrapped module after construction is refused here, before anything runs.
         """
+        _refuse_layers(self.module)
         if not isinstance(xs, Tensor) or xs.dim() < 2:
             shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
             raise ValueError(
@@ -78,6 +72,19 @@ class TimeDistributed(nn.Module):
             f"TimeDistributed: in sequence mode the wrapped {type(self.module).__name__} "
             f"returned {_describe(ys)}; it must return a tensor with the batch first, or a "
             f"tuple or list of them, for the timesteps to be split from the batch again"
+        )
+
+
+def _refuse_layers(module: nn.Module) -> None:
+    """Raise if ``module`` holds a tracetorch layer, whose states would see ``T * B`` samples."""
+    from ..core.layer import Layer
+
+    inner = [name or "itself" for name, sub in module.named_modules() if isinstance(sub, Layer)]
+    if inner:
+        raise TypeError(
+            f"TimeDistributed: the wrapped {type(module).__name__} contains tracetorch layers "
+            f"({', '.join(inner)}); wrap only stateless modules and keep the stateful layers "
+            f"outside"
         )
 
 
