@@ -110,8 +110,6 @@ def test_torch_compile_fullgraph_matches_eager(case):
                 torch.testing.assert_close(g, g_eager)
 
 
-# torch's forward-mode rules are scripted on first use, with torch's own deprecation warning
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("case", CASES, ids=repr)
 @pytest.mark.parametrize("mode", ["step", "sequence"])
 def test_forward_mode_ad_matches_reverse_mode_through_time(case, mode):

@@ -310,8 +310,6 @@ def test_torch_func_grad() -> None:
     torch.testing.assert_close(second, expected)
 
 
-# torch's forward-mode rules are scripted on first use, with torch's own deprecation warning
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_forward_mode_ad_runs_the_plain_loop(case: Case) -> None:
     """Dual tensors (torch.autograd.forward_ad) carry their tangents as through the loop."""

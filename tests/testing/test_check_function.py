@@ -106,6 +106,46 @@ def test_second_order_errors_are_found_and_can_be_skipped() -> None:
     assert info.value.max_abs_diff > 0.01  # 2 * grad_output went missing
 
 
+class CubeWithJvp(torch.autograd.Function):
+    """``x**3`` with a right backward and a jvp that is right only when ``wrong_jvp`` is off."""
+
+    wrong_jvp = False
+
+    @staticmethod
+    def forward(x):
+        return x * x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x * x
+
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        return t * (2 if CubeWithJvp.wrong_jvp else 3) * x * x
+
+
+def test_forward_mode_is_checked_on_request(monkeypatch) -> None:
+    x = torch.tensor([0.3, -1.2, 2.0])
+    assert check_function(CubeWithJvp.apply, x, check_forward=True)
+    assert check_function(torch.sin, x, check_forward=True)  # PyTorch's own jvp rules
+    assert check_function(SquareFirstOrderOnly.apply, x, check_gradgrad=False)  # no jvp: not run
+    monkeypatch.setattr(CubeWithJvp, "wrong_jvp", True)
+    assert check_function(CubeWithJvp.apply, x)  # the backward alone is right
+    with pytest.raises(
+        GradientCheckError, match=r"forward-mode derivative \(jvp\) w\.r\.t\. input 0"
+    ) as info:
+        check_function(CubeWithJvp.apply, x, check_forward=True)
+    assert info.value.order == 1 and info.value.input_index == 0
+    assert info.value.max_abs_diff == pytest.approx(4.0)  # x**2 at x = 2 went missing
+
+
 def test_converts_floating_inputs_and_passes_the_rest() -> None:
     seen = {}
 

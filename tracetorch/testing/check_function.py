@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.autograd.gradcheck import GradcheckError
 
 __all__ = ["GradientCheckError", "check_function"]
@@ -16,7 +17,8 @@ class GradientCheckError(AssertionError):
     """A function's backward disagrees with finite differences of its forward.
 
     Attributes:
-        order: 1 for the gradient, 2 for the gradient of the gradient.
+        order: 1 for the gradient (or, with ``check_forward``, the forward-mode derivative),
+            2 for the gradient of the gradient.
         input_index: Position of the offending input among the checked function's inputs, or
             None when the culprit is not one of them (a ``grad_output`` at order 2, or a
             failure reported by torch's own extra checks).
@@ -71,6 +73,33 @@ def _analytical_jacobians(fn: Callable[..., Any], args: list[Any], wrt: list[int
     return jacobians
 
 
+def _forward_jacobians(fn: Callable[..., Any], args: list[Any], wrt: list[int]) -> list[Tensor]:
+    """``d(flat outputs) / d(flat args[i])`` for each ``i`` in ``wrt``, one jvp per column.
+
+    Each column is the tangent of the outputs when ``args[i]`` carries a one-hot tangent
+    (dual tensors of ``torch.autograd.forward_ad``); an output without one counts as zero.
+    """
+    plain = [a.detach() if isinstance(a, Tensor) else a for a in args]
+    jacobians = []
+    for i in wrt:
+        columns = []
+        for e in range(plain[i].numel()):
+            tangent = torch.zeros_like(plain[i])
+            tangent.view(-1)[e] = 1
+            with forward_ad.dual_level():
+                dual = list(plain)
+                dual[i] = forward_ad.make_dual(plain[i], tangent)
+                outputs = _outputs(fn(*dual))
+                tangents = [forward_ad.unpack_dual(o).tangent for o in outputs]
+                column = [
+                    (torch.zeros_like(o) if t is None else t).reshape(-1)
+                    for o, t in zip(outputs, tangents, strict=True)
+                ]
+            columns.append(torch.cat(column).detach())
+        jacobians.append(torch.stack(columns, dim=1))
+    return jacobians
+
+
 def _numerical_jacobians(
     fn: Callable[..., Any], args: list[Any], wrt: list[int], eps: float
 ) -> list[Tensor]:
@@ -106,12 +135,14 @@ def _compare_jacobians(
     atol: float,
     rtol: float,
     eps: float,
+    forward: bool = False,
 ) -> None:
     """Raises :class:`GradientCheckError` for the first of ``wrt`` whose Jacobians disagree.
 
     ``args[:n_inputs]`` are the user's inputs; any further args are ``grad_output`` seeds.
+    ``forward``: the analytical Jacobians come from forward mode (jvp), not the backward.
     """
-    analytical = _analytical_jacobians(fn, args, wrt)
+    analytical = (_forward_jacobians if forward else _analytical_jacobians)(fn, args, wrt)
     numerical = _numerical_jacobians(fn, args, wrt, eps)
     for i, a, n in zip(wrt, analytical, numerical, strict=True):
         diff = (a - n).abs()
@@ -120,6 +151,8 @@ def _compare_jacobians(
         row, col = divmod(int(diff.argmax()), diff.shape[1])
         max_diff = diff[row, col].item()
         what = "gradient" if order == 1 else "second-order gradient (gradgradcheck)"
+        if forward:
+            what = "forward-mode derivative (jvp)"
         raise GradientCheckError(
             f"{what} w.r.t. {labels[i]} is wrong: max |analytical - numerical| = {max_diff:.3g} "
             f"at output element {row}, input element {col} (analytical {a[row, col].item():.6g}, "
@@ -132,11 +165,11 @@ def _compare_jacobians(
 
 
 def _torch_check(
-    check: Callable[..., bool], fn: Callable[..., Any], args: list[Any], order: int, **tols: float
+    check: Callable[..., bool], fn: Callable[..., Any], args: list[Any], order: int, **options: Any
 ) -> None:
     """Runs torch's gradcheck or gradgradcheck (their extra checks) and re-raises as ours."""
     try:
-        check(fn, tuple(args), raise_exception=True, **tols)
+        check(fn, tuple(args), raise_exception=True, **options)
     except GradcheckError as err:
         raise GradientCheckError(
             f"torch.autograd.{check.__name__} failed: {err}", order=order
@@ -151,6 +184,7 @@ def check_function(
     rtol: float = 1e-3,
     eps: float = 1e-6,
     check_gradgrad: bool = True,
+    check_forward: bool = False,
 ) -> bool:
     """Checks the gradients of ``fn`` against finite differences, input by input.
 
@@ -160,8 +194,10 @@ def check_function(
     central-difference Jacobian, then :func:`torch.autograd.gradcheck` runs its extra checks
     (undefined gradients, reentrancy). With ``check_gradgrad`` the same happens one order
     higher, on the map ``(inputs, grad_outputs) -> gradients``, followed by
-    :func:`torch.autograd.gradgradcheck`. Keep inputs small: the cost grows with the product
-    of input and output sizes.
+    :func:`torch.autograd.gradgradcheck`. With ``check_forward`` the forward-mode derivative
+    (a Function's ``jvp``, what dual tensors and ``torch.func.jacfwd`` use) is checked the same
+    way, followed by ``gradcheck(check_forward_ad=True)``. Keep inputs small: the cost grows
+    with the product of input and output sizes.
 
     Args:
         fn: Function of ``inputs`` returning a tensor or a tuple of tensors.
@@ -171,6 +207,8 @@ def check_function(
         rtol: Tolerance relative to the numerical Jacobian entry.
         eps: Finite-difference step.
         check_gradgrad: Also check second-order gradients.
+        check_forward: Also check the forward-mode derivative (for a Function with a
+            ``jvp``; off by default, since a Function without one fails it).
 
     Returns:
         True if every check passes.
@@ -221,6 +259,7 @@ def check_function(
             rtol=rtol,
             eps=eps,
             check_gradgrad=check_gradgrad,
+            check_forward=check_forward,
         )
     return True
 
@@ -236,6 +275,7 @@ def _run_checks(
     rtol: float,
     eps: float,
     check_gradgrad: bool,
+    check_forward: bool,
 ) -> None:
     """The checks of :func:`check_function` on prepared (float64, requires_grad) args."""
     labels = [
@@ -245,6 +285,19 @@ def _run_checks(
 
     _compare_jacobians(fn, args, wrt, labels, order=1, **options)
     _torch_check(torch.autograd.gradcheck, fn, args, order=1, atol=atol, rtol=rtol, eps=eps)
+    if check_forward:
+        _compare_jacobians(fn, args, wrt, labels, order=1, forward=True, **options)
+        _torch_check(
+            torch.autograd.gradcheck,
+            fn,
+            args,
+            order=1,
+            atol=atol,
+            rtol=rtol,
+            eps=eps,
+            check_forward_ad=True,
+            check_backward_ad=False,
+        )
     if not check_gradgrad:
         return
 
