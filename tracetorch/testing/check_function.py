@@ -14,7 +14,7 @@ __all__ = ["GradientCheckError", "check_function"]
 
 
 class GradientCheckError(AssertionError):
-    """A function's backward disagrees with finite differences of its forward.
+    """A function's derivative (its backward, or its jvp) disagrees with finite differences.
 
     Attributes:
         order: 1 for the gradient (or, with ``check_forward``, the forward-mode derivative),
