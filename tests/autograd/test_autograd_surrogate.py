@@ -114,6 +114,19 @@ def test_forward_mode_is_the_surrogate_derivative(name, slope) -> None:
             torch.testing.assert_close(fwAD.unpack_dual(out).tangent, got, atol=1e-14, rtol=0)
 
 
+def test_forward_mode_under_torch_compile_runs_eagerly_or_is_refused_clearly() -> None:
+    # the compiled spike has no forward-mode rule, so its derivative would silently be zero:
+    # dynamo runs that part eagerly instead, or names the reason where it must not break
+    x = _points(1.0).detach()
+    expected = jacfwd(heaviside)(x)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(jacfwd(heaviside), backend="aot_eager")(x), expected)
+    torch._dynamo.reset()
+    compiled = torch.compile(jacfwd(heaviside), backend="aot_eager", fullgraph=True)
+    with pytest.raises(Exception, match=r"forward-mode differentiation .* under torch\.compile"):
+        compiled(x)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_gradgradcheck(name) -> None:
     x = _points(DERIVATIVES[name][1])

@@ -144,6 +144,13 @@ def test_forward_mode_is_checked_on_request(monkeypatch) -> None:
         check_function(CubeWithJvp.apply, x, check_forward=True)
     assert info.value.order == 1 and info.value.input_index == 0
     assert info.value.max_abs_diff == pytest.approx(4.0)  # x**2 at x = 2 went missing
+    with pytest.raises(GradientCheckError, match=r"\(jvp\) w\.r\.t\. input 0 could not be"):
+        check_function(SquareFirstOrderOnly.apply, x, check_gradgrad=False, check_forward=True)
+
+
+def test_forward_mode_check_takes_inputs_in_any_memory_layout() -> None:
+    x = torch.randn(3, 2).t()  # not contiguous
+    assert check_function(CubeWithJvp.apply, x, check_forward=True, check_gradgrad=False)
 
 
 def test_converts_floating_inputs_and_passes_the_rest() -> None:

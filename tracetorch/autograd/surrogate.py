@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from .function import apply
+from .function import _tangents_possible, apply
 
 __all__ = ["SURROGATES", "Heaviside", "SpikeFn", "Surrogate", "heaviside", "spike_fn"]
 
@@ -163,9 +163,12 @@ class Heaviside(_TraceableHeaviside):
     ``grad_output * d(x, slope)``; neither ``surrogate`` nor ``slope`` receives a gradient.
     Forward mode (dual tensors of ``torch.autograd.forward_ad``, ``torch.func.jvp`` and
     ``jacfwd``) uses the same derivative: the tangent is ``x_tangent * d(x, slope)``, so
-    ``jacfwd`` and ``jacrev`` agree. Under ``torch.compile`` call :func:`heaviside` (or a
-    :class:`SpikeFn`), which traces a twin of this class without the forward-mode rule:
-    dynamo cannot trace a Function that has one.
+    ``jacfwd`` and ``jacrev`` agree. Dynamo cannot trace a Function that has a forward-mode
+    rule: under ``torch.compile``, ``Heaviside.apply`` breaks the graph (``fullgraph=True``
+    fails) and runs eagerly, while :func:`heaviside` and :class:`SpikeFn` trace a twin of
+    this class without the rule. Where forward mode runs (the twin's derivative would be
+    zero) they raise a ``NotImplementedError`` while tracing, so that dynamo runs that part
+    eagerly, or names the reason under ``fullgraph=True``.
     """
 
     @staticmethod
@@ -212,6 +215,13 @@ def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
         # skip the autograd.Function machinery (most of a spiking step's cost at batch 1).
         return _above(x, 0)
     if torch.compiler.is_compiling():
+        if forward_ad._current_level >= 0:  # a dual level: dual tensors, torch.func.jvp/jacfwd
+            raise NotImplementedError(
+                "heaviside: forward-mode differentiation (dual tensors, torch.func.jvp or "
+                "jacfwd) of spikes does not run under torch.compile, which cannot trace the "
+                "spike's forward-mode rule; run it outside torch.compile (jacrev and "
+                "backward compile)"
+            )
         return _TraceableHeaviside.apply(x, surrogate, slope)
     return apply(Heaviside, x, surrogate, slope)
 
@@ -219,15 +229,11 @@ def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
 def _undifferentiated() -> bool:
     """Whether nothing can differentiate a spike taken now, so it may be a bare comparison.
 
-    True when autograd records nothing, no dual tensors can be about (no
-    ``torch.autograd.forward_ad.dual_level``) and no ``torch.func`` transform is running
-    (``jacfwd`` runs forward mode under ``no_grad`` too; ``torch.func.grad`` turns grad on).
+    True when autograd records nothing and no tangents can flow (no dual tensors, no
+    ``torch.func`` transform: ``jacfwd`` runs forward mode under ``no_grad`` too, and
+    ``torch.func.grad`` turns grad on).
     """
-    return (
-        not torch.is_grad_enabled()
-        and forward_ad._current_level < 0
-        and not torch._C._are_functorch_transforms_active()
-    )
+    return not torch.is_grad_enabled() and not _tangents_possible()
 
 
 def _above(v: Tensor, threshold: Tensor | float) -> Tensor:

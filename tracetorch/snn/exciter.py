@@ -76,10 +76,13 @@ class ExciterFunction(_TraceableExciter):
     The backward is made of differentiable tensor operations, so double backward works too
     (the second derivative of a clamp is zero). Forward mode (``torch.func.jacfwd``, dual
     tensors) passes the tangent where the backward passes the gradient; it runs no callbacks,
-    which belong to the backward pass. Under ``torch.compile`` the layer takes a twin of this
-    class without the forward-mode rule (dynamo cannot trace a Function that has one).
+    which belong to the backward pass.
 
-    Call it as ``ExciterFunction.apply(x, low, high, select_last, dim, layer)``.
+    Call it as ``ExciterFunction.apply(x, low, high, select_last, dim, layer)``. Dynamo
+    cannot trace a Function that has a forward-mode rule: under ``torch.compile`` that call
+    breaks the graph (``fullgraph=True`` fails) and runs eagerly; the :class:`Exciter` layer
+    traces a twin of this class without the rule instead (whose clamp, traced, has the same
+    forward-mode derivative).
     """
 
     @staticmethod
@@ -204,7 +207,7 @@ class Exciter(Layer):
         if len(self._backward_callbacks) > 0:
             eager = _eager_apply if _eager_apply is not None else _apply_eagerly()
             return eager(x, self.low, self.high, self.select_last, dim, self)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():  # the twin's traced clamp has the jvp's derivative
             return _TraceableExciter.apply(x, self.low, self.high, self.select_last, dim, None)
         return apply(ExciterFunction, x, self.low, self.high, self.select_last, dim, None)
 

@@ -84,12 +84,20 @@ def _forward_jacobians(fn: Callable[..., Any], args: list[Any], wrt: list[int]) 
     for i in wrt:
         columns = []
         for e in range(plain[i].numel()):
-            tangent = torch.zeros_like(plain[i])
+            tangent = torch.zeros_like(plain[i], memory_format=torch.contiguous_format)
             tangent.view(-1)[e] = 1
             with forward_ad.dual_level():
                 dual = list(plain)
                 dual[i] = forward_ad.make_dual(plain[i], tangent)
-                outputs = _outputs(fn(*dual))
+                try:
+                    outputs = _outputs(fn(*dual))
+                except NotImplementedError as err:  # a Function without a jvp
+                    raise GradientCheckError(
+                        f"forward-mode derivative (jvp) w.r.t. input {i} could not be "
+                        f"computed: {err}",
+                        order=1,
+                        input_index=i,
+                    ) from err
                 tangents = [forward_ad.unpack_dual(o).tangent for o in outputs]
                 column = [
                     (torch.zeros_like(o) if t is None else t).reshape(-1)
@@ -208,7 +216,8 @@ def check_function(
         eps: Finite-difference step.
         check_gradgrad: Also check second-order gradients.
         check_forward: Also check the forward-mode derivative (for a Function with a
-            ``jvp``; off by default, since a Function without one fails it).
+            ``jvp``; off by default, since a Function without one fails it with a
+            :class:`GradientCheckError`).
 
     Returns:
         True if every check passes.
