@@ -83,8 +83,8 @@ def _refuse_layers(module: nn.Module) -> None:
     if inner:
         raise TypeError(
             f"TimeDistributed: the wrapped {type(module).__name__} contains tracetorch layers "
-            f"({', '.join(inner)}); wrap only stateless modules and keep the stateful layers "
-            f"outside"
+            f"({', '.join(inner)}); wrap only modules without tracetorch layers and keep "
+            f"those layers outside (each runs a whole sequence on its own)"
         )
 
 
