@@ -7,7 +7,6 @@ import weakref
 from typing import Any
 
 import torch
-from torch.autograd import forward_ad
 
 try:  # what Function.apply does first, for tensors left over from a finished torch.func call
     from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
@@ -18,16 +17,6 @@ except ImportError:  # pragma: no cover - a torch without it has no such tensors
 
 
 __all__ = ["apply"]
-
-
-def _tangents_possible() -> bool:
-    """Whether a Function called now may have to carry forward-mode tangents (its ``jvp``).
-
-    True inside ``torch.autograd.forward_ad.dual_level()`` and inside any ``torch.func``
-    transform (``jacfwd`` and ``jvp`` among them; which one is not cheaply known).
-    """
-    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
-
 
 # How many positional arguments each Function's forward takes, when binding them can be
 # skipped (a setup_context Function whose forward takes plain positional parameters); -1

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from .function import _tangents_possible, apply
+from .function import apply
 
 __all__ = ["SURROGATES", "Heaviside", "SpikeFn", "Surrogate", "heaviside", "spike_fn"]
 
@@ -229,11 +229,15 @@ def _spike(x: Tensor, surrogate: str, slope: float | None) -> Tensor:
 def _undifferentiated() -> bool:
     """Whether nothing can differentiate a spike taken now, so it may be a bare comparison.
 
-    True when autograd records nothing and no tangents can flow (no dual tensors, no
-    ``torch.func`` transform: ``jacfwd`` runs forward mode under ``no_grad`` too, and
-    ``torch.func.grad`` turns grad on).
+    True when autograd records nothing and no tangents can flow: no dual level
+    (``torch.autograd.forward_ad.dual_level()``) and no ``torch.func`` transform (``jacfwd``
+    runs forward mode under ``no_grad`` too, and ``torch.func.grad`` turns grad on).
     """
-    return not torch.is_grad_enabled() and not _tangents_possible()
+    return (
+        not torch.is_grad_enabled()
+        and forward_ad._current_level < 0
+        and not torch._C._are_functorch_transforms_active()
+    )
 
 
 def _above(v: Tensor, threshold: Tensor | float) -> Tensor:
