@@ -175,25 +175,31 @@ def test_a_correct_user_forward_sequence_passes():
     assert check_sequence(user_model(Leaky), torch.randn(6, 2, 3, dtype=F64)) is None
 
 
-def test_a_wrong_user_backward_fails_naming_the_parameter():
-    message = failure(user_model(DetachedBeta), torch.randn(6, 2, 3, dtype=F64), "gradients")
-    assert "gives another gradient w.r.t. parameter '1.raw_beta'" in message
-
-
-def test_a_layer_that_drops_its_final_state_fails_on_the_states():
-    message = failure(user_model(ForgetsItsState), torch.randn(6, 2, 3, dtype=F64), "states")
-    assert "'1.mem'" in message
-
-
-def test_a_layer_wrong_only_without_autograd_fails():
-    message = failure(user_model(WrongWithoutGrad), torch.randn(6, 2, 3, dtype=F64), "outputs")
-    assert "gives other outputs in sequence mode under torch.no_grad() than step by step" in message
-
-
-def test_a_state_left_in_another_dtype_is_named():
-    message = failure(user_model(Float32State), torch.randn(6, 2, 3, dtype=F64), "states")
-    assert "'1.mem': 'torch.float32 of shape (2, 4)'" in message
-    assert "'1.mem': 'torch.float64 of shape (2, 4)'" in message
+@pytest.mark.parametrize(
+    ("layer", "what", "expected"),
+    [
+        (DetachedBeta, "gradients", ["gives another gradient w.r.t. parameter '1.raw_beta'"]),
+        (ForgetsItsState, "states", ["'1.mem'"]),
+        (
+            WrongWithoutGrad,  # wrong only without autograd
+            "outputs",
+            ["gives other outputs in sequence mode under torch.no_grad() than step by step"],
+        ),
+        (
+            Float32State,  # a state left in another dtype
+            "states",
+            [
+                "'1.mem': 'torch.float32 of shape (2, 4)'",
+                "'1.mem': 'torch.float64 of shape (2, 4)'",
+            ],
+        ),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else None,
+)
+def test_a_wrong_user_layer_fails_naming_what_differs(layer, what, expected):
+    message = failure(user_model(layer), torch.randn(6, 2, 3, dtype=F64), what)
+    for text in expected:
+        assert text in message
 
 
 def test_tolerances_decide_what_is_equal():

@@ -13,7 +13,7 @@ from ..core.layer import Layer
 from ..core.model import load_states, save_states
 from ..core.sequence import sequence_mode
 from .check_function import GradientCheckError, check_function
-from .check_sequence import _live_states
+from .check_sequence import _kind, _live_states
 
 __all__ = ["CHECKS", "LayerCheckError", "check_layer"]
 
@@ -485,8 +485,8 @@ class _Checker:
             if a.shape != b.shape or a.dtype != b.dtype:
                 self.fail(
                     check,
-                    f"{what}: state {name!r} is {a.dtype} of shape {tuple(a.shape)} after "
-                    f"forward_sequence, {b.dtype} of shape {tuple(b.shape)} after the steps",
+                    f"{what}: state {name!r} is {_kind(a)} after forward_sequence, {_kind(b)} "
+                    f"after the steps",
                 )
             if not torch.allclose(a, b, **_EXACT):
                 diff = (a - b).abs().max().item()
