@@ -30,6 +30,40 @@ def test_compile_needs_sequence_mode():
         tt.run(_net(), torch.rand(3, 2, 4), compile=True)
 
 
+@pytest.mark.parametrize("dual", ["input", "parameter"])
+def test_compile_refuses_dual_tensors_before_changing_anything(dual: str):
+    """Compiled graphs drop (or cannot compute) forward-mode tangents: refused, not lost."""
+    import torch.autograd.forward_ad as fwad
+
+    torch.manual_seed(0)
+    net, xs = _net(), torch.rand(3, 2, 4)
+    net(xs[0])
+    before = {name: state.clone() for name, state in tt.save_states(net).items()}
+    weight = net[0].weight.detach()
+
+    def run(compile: bool) -> torch.Tensor:
+        if dual == "input":
+            return tt.run(net, fwad.make_dual(xs, torch.ones_like(xs)), "sequence", compile)
+        tangent = fwad.make_dual(weight, torch.ones_like(weight))  # as torch.func.jvp does
+        return torch.func.functional_call(runner, {"net.0.weight": tangent}, (xs, compile))
+
+    class Runner(nn.Module):  # a module whose forward is tt.run, so that functional_call works
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, xs: torch.Tensor, compile: bool) -> torch.Tensor:
+            return tt.run(self.net, xs, mode="sequence", compile=compile)
+
+    runner = Runner()
+    with fwad.dual_level():
+        with pytest.raises(NotImplementedError, match="compile=True cannot carry forward-mode"):
+            run(compile=True)
+        for name, state in tt.save_states(net).items():
+            assert torch.equal(state, before[name]), name
+        assert fwad.unpack_dual(run(compile=False)).tangent is not None
+
+
 @pytest.mark.slow
 def test_compiled_sequence_matches_eager_and_compiles_once():
     from torch._dynamo.utils import counters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -405,7 +406,9 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
             eagerly). It pays off in
             inference at small batch sizes, where the eager sequence mode is bound by one
             kernel launch per operation and step; in training it was slower than the eager
-            sequence mode (see the "Performance" page), so leave it off there.
+            sequence mode (see the "Performance" page), so leave it off there. Dual
+            tensors (``torch.autograd.forward_ad``) are refused with a
+            ``NotImplementedError``: compiled graphs have no forward-mode rule.
 
     Returns:
         The outputs of every step, ``[T, *out_step_shape]``.
@@ -430,6 +433,12 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
     if not isinstance(xs, Tensor) or xs.dim() < 1 or xs.shape[0] == 0:
         shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
         raise ValueError(f"run: expected xs of shape [T, *step_shape] with T >= 1, got {shape}")
+    if compile and _carries_tangents(module, xs):
+        raise NotImplementedError(
+            "run: compile=True cannot carry forward-mode tangents (dual tensors of "
+            "torch.autograd.forward_ad): the graphs torch.compile makes have no forward-mode "
+            "rule; pass compile=False (torch.func.jvp and jacfwd work with either)"
+        )
     if mode == "step":
         saved = _states(_survey(module)[1])
         try:
@@ -454,6 +463,14 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
     finally:
         _switch_back(switched)
     return ys
+
+
+def _carries_tangents(module: nn.Module, xs: Tensor) -> bool:
+    """Whether ``xs`` or a parameter or buffer of ``module`` is a dual tensor (forward mode)."""
+    if torch.autograd.forward_ad._current_level < 0:  # no dual level: nothing can be dual
+        return False
+    tensors = itertools.chain((xs,), module.parameters(), module.buffers())
+    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def _one_step(module: nn.Module, x: Tensor, t: int) -> Tensor:
