@@ -111,6 +111,22 @@ def test_gradients_with_the_cache_equal_recomputing_the_transform_every_step():
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("change", ["unfreeze", "freeze"])
+def test_cached_values_follow_freezing_and_unfreezing_mid_sequence(change):
+    # requires_grad_() bumps no version: without a check of its own, values cached while
+    # raw_beta was frozen would keep the next steps from reaching it (and the other way)
+    layer = tt.snn.LI(3)
+    layer.raw_beta.requires_grad_(change == "freeze")
+    x = torch.randn(2, 3)
+    layer(x)
+    layer.raw_beta.requires_grad_(change == "unfreeze")
+    y = layer(x)
+    assert layer.beta.requires_grad is (change == "unfreeze")
+    if change == "unfreeze":
+        y.sum().backward()
+        assert layer.raw_beta.grad is not None and layer.raw_beta.grad.abs().sum() > 0
+
+
 def test_a_backward_pass_drops_the_cached_graph():
     # states cut by hand (no detach_states, no optimizer step): the next backward must not
     # reach the graph of the previous one through a cached parameter value

@@ -40,13 +40,15 @@ class _ValueCache:
 
     ``sources`` names the tensors the values were computed from (raw parameters, or baked
     buffers), with their in-place version counters (``optimizer.step()``,
-    ``load_state_dict`` and ``copy_`` bump them); ``grad`` is whether autograd was recording.
+    ``load_state_dict`` and ``copy_`` bump them) and their ``requires_grad`` (which
+    ``requires_grad_()`` changes without a version); ``grad`` is whether autograd was
+    recording.
     ``viewed`` holds the values viewed to broadcast along ``dim``, by number of input
     dimensions.
     """
 
     grad: bool
-    sources: tuple[tuple[dict, str, Tensor, int], ...]  # store, key, tensor, version
+    sources: tuple[tuple[dict, str, Tensor, int, bool], ...]  # ..., version, requires_grad
     values: dict[str, Tensor]
     viewed: dict[int, dict[str, Tensor]]
 
@@ -696,7 +698,8 @@ class Layer(nn.Module):
         """The value of every constrained parameter by name, transforms computed once.
 
         The values are cached while the tensors they come from are unchanged (the same
-        objects, at the same in-place version) and the grad mode is the same (values from
+        objects, at the same in-place version, frozen or not as they were) and the grad mode
+        is the same (values from
         inference tensors, made under ``torch.inference_mode``, which keep no version, are
         never cached); a backward pass
         through them, :meth:`zero_states`, :meth:`detach_states`, an assignment that cuts the
@@ -714,8 +717,12 @@ class Layer(nn.Module):
             return values if ndim is None else self._viewed(values, ndim)
         cache = self.__dict__["_tt_cache"]
         if cache is not None and cache.grad is torch.is_grad_enabled():
-            for store, key, tensor, version in cache.sources:
-                if tensor._version != version or store.get(key) is not tensor:
+            for store, key, tensor, version, requires_grad in cache.sources:
+                if (
+                    tensor._version != version
+                    or store.get(key) is not tensor
+                    or tensor.requires_grad is not requires_grad
+                ):
                     break
             else:
                 if ndim is None:
@@ -756,7 +763,7 @@ class Layer(nn.Module):
                     cache = False
                     self.__dict__["_tt_cache"] = None
                 else:
-                    sources.append((store, key, tensor, tensor._version))
+                    sources.append((store, key, tensor, tensor._version, tensor.requires_grad))
             if c.baked or c.transform is None:
                 values[name] = tensor
             else:
