@@ -59,6 +59,43 @@ class SquareFirstOrderOnly(torch.autograd.Function):
         return g * 2 * x.detach()
 
 
+class WeightGradOnlyWithInputGrad(torch.autograd.Function):
+    """``relu(x) * w``, whose weight gradient forgets the mask when ``x`` needs no grad."""
+
+    @staticmethod
+    def forward(x, w):
+        return x.clamp(min=0) * w
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = g * w * (x > 0)
+            gw = (g * x.clamp(min=0)).sum_to_size(w.shape)
+        elif ctx.needs_input_grad[1]:  # the bug: the path taken when x is data
+            gw = (g * x).sum_to_size(w.shape)
+        return gx, gw
+
+
+class NaNGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
 def test_exported_from_package() -> None:
     assert tt_testing.check_function is check_function
     assert issubclass(GradientCheckError, AssertionError)
@@ -94,6 +131,22 @@ def test_names_the_wrong_input_among_several() -> None:
     assert (err.input_index, err.input_name) == (1, "w")
     # the error in dL/dw is the true Jacobian entry itself, x[b, j], at its largest
     assert err.max_abs_diff == pytest.approx(x.abs().max().item(), rel=1e-6)
+
+
+def test_gradients_are_checked_with_only_some_inputs_requiring_grad() -> None:
+    x, w = torch.tensor([-1.0, 0.5, 2.0]), torch.tensor([0.3, -0.7, 1.1])
+    expected = (
+        r"input 1 \('w'\) is wrong when only input 1 \('w'\) requires grad: .*needs_input_grad"
+    )
+    with pytest.raises(GradientCheckError, match=expected) as info:
+        check_function(WeightGradOnlyWithInputGrad.apply, x, w, names=["x", "w"])
+    assert info.value.input_index == 1 and info.value.max_abs_diff > 0.1
+
+
+def test_a_nan_gradient_is_wrong_and_named() -> None:
+    with pytest.raises(GradientCheckError, match=r"input 0 \('x'\) is wrong: .* = nan") as info:
+        check_function(NaNGrad.apply, torch.tensor([0.3, 0.7]), names=["x"])
+    assert info.value.input_index == 0
 
 
 def test_second_order_errors_are_found_and_can_be_skipped() -> None:

@@ -251,6 +251,38 @@ class SequenceWrongWithoutGrad(Leaky):
         return ys
 
 
+class SequenceFastPathOnData(VectorSequence):
+    """Takes a graph-free path when the inputs need no gradient, forgetting the parameters."""
+
+    def forward_sequence(self, xs):
+        if xs.requires_grad:
+            return super().forward_sequence(xs)
+        with torch.no_grad():
+            return super().forward_sequence(xs)
+
+
+class SequenceShortcutAtOneStep(VectorSequence):
+    """Returns one step's output, without the time dimension, for a one-step sequence."""
+
+    def forward_sequence(self, xs):
+        return self.forward(xs[0]) if len(xs) == 1 else super().forward_sequence(xs)
+
+
+class DetachesBetaAtOtherDims(Leaky):
+    """Right with the features last; with another dim, beta gets no gradient."""
+
+    def step(self, mem, x):
+        beta = self.beta if self.dim in (-1, x.dim() - 1) else self.beta.detach()
+        return mem * beta + x
+
+
+class DetachesBetaOnData(Leaky):
+    """Gives beta its gradient only when the input requires grad (never on data)."""
+
+    def step(self, mem, x):
+        return mem * (self.beta if x.requires_grad else self.beta.detach()) + x
+
+
 class SequenceCallsItself(Leaky):
     """A loop of ``self(x)``: in sequence mode ``self(x)`` is the sequence path itself."""
 
@@ -498,3 +530,35 @@ def test_forward_sequence_that_needs_a_batch_fails_on_batch_free_input():
     err = failure(SequenceNeedsABatch, skip=["dim"])  # features last: right with a batch
     assert err.check == "sequence"
     assert "forward_sequence raised" in str(err) and "xs of shape (3, 4)," in str(err)
+
+
+def test_forward_sequence_wrong_only_on_inputs_without_grad_fails_sequence():
+    err = failure(SequenceFastPathOnData)
+    assert err.check == "sequence"
+    assert "xs not requiring grad): the gradient w.r.t. parameter 'raw_beta' differs" in str(err)
+
+
+def test_forward_sequence_wrong_only_for_one_step_fails_sequence():
+    err = failure(SequenceShortcutAtOneStep)
+    assert err.check == "sequence"
+    assert "shape (3, 4), expected torch.float64 of shape (1, 3, 4)" in str(err)
+
+
+def test_a_gradient_wrong_only_with_another_dim_fails_dim():
+    err = failure(DetachesBetaAtOtherDims, skip=["sequence"])
+    assert err.check == "dim"
+    assert "with dim=-2, the gradient w.r.t. parameter 'raw_beta' differs" in str(err)
+
+
+def test_a_gradient_wrong_only_on_inputs_without_grad_fails_gradients():
+    err = failure(DetachesBetaOnData)
+    assert err.check == "gradients"
+    assert "gradient w.r.t. parameter 'raw_beta' is wrong when only x[t=0]" in str(err)
+    assert "branch on requires_grad" in str(err)
+
+
+def test_make_layer_returning_one_instance_is_refused_before_it_is_changed():
+    layer = Leaky(4)
+    with pytest.raises(TypeError, match="returned the same Leaky twice"):
+        check_layer(lambda dim=-1: layer, (3, 4))
+    assert layer.raw_beta.dtype == torch.float32 and layer.mem is None

@@ -166,6 +166,14 @@ class Float32State(Leaky):
         return ys
 
 
+class FastPathOnData(Leaky):
+    def forward_sequence(self, xs: Tensor) -> Tensor:
+        if xs.requires_grad:
+            return super().forward_sequence(xs)
+        with torch.no_grad():  # "nothing to differentiate": but beta is
+            return super().forward_sequence(xs)
+
+
 def user_model(cls: type[Leaky]) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 4), cls(4), nn.Linear(4, 2)).double()
@@ -200,6 +208,13 @@ def test_a_wrong_user_layer_fails_naming_what_differs(layer, what, expected):
     message = failure(user_model(layer), torch.randn(6, 2, 3, dtype=F64), what)
     for text in expected:
         assert text in message
+
+
+def test_a_layer_wrong_only_on_data_inputs_fails_naming_the_parameter():
+    message = failure(FastPathOnData(4).double(), torch.randn(6, 2, 4, dtype=F64), "gradients")
+    assert "w.r.t. parameter 'raw_beta' in sequence mode on xs that does not require grad" in (
+        message
+    )
 
 
 def test_tolerances_decide_what_is_equal():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -154,9 +154,11 @@ def _compare_jacobians(
     numerical = _numerical_jacobians(fn, args, wrt, eps)
     for i, a, n in zip(wrt, analytical, numerical, strict=True):
         diff = (a - n).abs()
-        if not (diff > atol + rtol * n.abs()).any():
+        wrong = ~(diff <= atol + rtol * n.abs())  # a NaN on either side counts as wrong
+        if not wrong.any():
             continue
-        row, col = divmod(int(diff.argmax()), diff.shape[1])
+        worst = torch.where(wrong, diff.nan_to_num(nan=torch.inf), 0).argmax()
+        row, col = divmod(int(worst), diff.shape[1])
         max_diff = diff[row, col].item()
         what = "gradient" if order == 1 else "second-order gradient (gradgradcheck)"
         if forward:
@@ -170,6 +172,68 @@ def _compare_jacobians(
             input_name=names[i] if names is not None and i < n_inputs else None,
             max_abs_diff=max_diff,
         )
+
+
+def _compare_subsets(
+    fn: Callable[..., Any],
+    args: list[Any],
+    wrt: list[int],
+    labels: list[str],
+    *,
+    names: Sequence[str] | None,
+    atol: float,
+    rtol: float,
+    more: Collection[frozenset[int]] = (),
+) -> None:
+    """The gradients when only some inputs require grad equal those when all of them do.
+
+    A backward that branches on ``ctx.needs_input_grad`` has a path for each combination;
+    the Jacobians above test only the one where every input requires grad. Here each input
+    in turn is left out (the others require grad), and each is the only one that requires
+    grad (as a weight is, where the input is data): one backward per combination, with the
+    same random ``grad_output``, compared with the gradients of the full set; ``more``
+    names further subsets to try.
+    """
+    if len(wrt) < 2:
+        return
+    seeds = [torch.randn_like(o) for o in _outputs(fn(*args))]
+
+    def gradients(subset: frozenset[int]) -> dict[int, Tensor]:
+        sub = [
+            a.detach().requires_grad_(i in subset) if i in wrt else a for i, a in enumerate(args)
+        ]
+        pairs = [(o, s) for o, s in zip(_outputs(fn(*sub)), seeds, strict=True) if o.requires_grad]
+        ordered = sorted(subset)
+        grads = [None] * len(ordered)
+        if pairs:
+            outs, grad_outs = zip(*pairs, strict=True)
+            inputs = [sub[i] for i in ordered]
+            grads = torch.autograd.grad(outs, inputs, grad_outs, allow_unused=True)
+        return {
+            i: torch.zeros_like(sub[i]) if g is None else g
+            for i, g in zip(ordered, grads, strict=True)
+        }
+
+    every = gradients(frozenset(wrt))
+    subsets = {frozenset(wrt) - {i} for i in wrt} | {frozenset({i}) for i in wrt} | set(more)
+    subsets -= {frozenset(), frozenset(wrt)}
+    for subset in sorted(subsets, key=sorted):
+        for j, grad in gradients(subset).items():
+            diff = (grad - every[j]).abs()
+            if (diff <= atol + rtol * every[j].abs()).all():
+                continue
+            max_diff = diff.nan_to_num(nan=torch.inf).max().item()
+            which = ", ".join(labels[k] for k in sorted(subset))
+            verb = "requires" if len(subset) == 1 else "require"
+            raise GradientCheckError(
+                f"gradient w.r.t. {labels[j]} is wrong when only {which} {verb} grad: max "
+                f"|diff| = {max_diff:.3g} against the gradient when every input requires grad "
+                f"(does it branch on requires_grad, or its backward on ctx.needs_input_grad?)",
+                order=1,
+                input_index=j,
+                input_name=names[j] if names is not None else None,
+                max_abs_diff=max_diff,
+            )
 
 
 def _torch_check(
@@ -200,7 +264,9 @@ def check_function(
     anything else (ints, floats, strings, integer tensors) is passed to ``fn`` unchanged. For
     each such tensor the analytical Jacobian (from ``fn``'s backward) is compared with a
     central-difference Jacobian, then :func:`torch.autograd.gradcheck` runs its extra checks
-    (undefined gradients, reentrancy). With ``check_gradgrad`` the same happens one order
+    (undefined gradients, reentrancy), and the gradients are computed again with only some
+    inputs requiring grad (each one left out, and each one alone), which must not change
+    them (a backward that branches on ``ctx.needs_input_grad``). With ``check_gradgrad`` the same happens one order
     higher, on the map ``(inputs, grad_outputs) -> gradients``, followed by
     :func:`torch.autograd.gradgradcheck`. With ``check_forward`` the forward-mode derivative
     (a Function's ``jvp``, what dual tensors and ``torch.func.jacfwd`` use) is checked the same
@@ -294,6 +360,7 @@ def _run_checks(
 
     _compare_jacobians(fn, args, wrt, labels, order=1, **options)
     _torch_check(torch.autograd.gradcheck, fn, args, order=1, atol=atol, rtol=rtol, eps=eps)
+    _compare_subsets(fn, args, wrt, labels, names=names, atol=atol, rtol=rtol)
     if check_forward:
         _compare_jacobians(fn, args, wrt, labels, order=1, forward=True, **options)
         _torch_check(

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..core.layer import Layer
 from ..core.model import load_states, save_states
 from ..core.sequence import sequence_mode
-from .check_function import GradientCheckError, check_function
+from .check_function import GradientCheckError, _compare_subsets, check_function
 from .check_sequence import _kind, _live_states
 
 __all__ = ["CHECKS", "LayerCheckError", "check_layer"]
@@ -87,7 +87,13 @@ class _Checker:
         self.steps = steps
         self.seed = seed
         self.device = device
-        self.reference = self._make(-1)
+        first = self._build(-1)
+        if self._build(-1) is first:  # checked before anything changes the user's layer
+            raise TypeError(
+                f"check_layer: make_layer must build a new layer at each call; it returned "
+                f"the same {type(first).__name__} twice (the checks change the layers they build)"
+            )
+        self.reference = first.to(device=self.device, dtype=torch.float64)
         self.name = type(self.reference).__name__
         self.weights = self.reference.state_dict()
         generator = torch.Generator().manual_seed(seed)
@@ -100,6 +106,10 @@ class _Checker:
         return x.to(self.device)
 
     def _make(self, dim: int) -> Layer:
+        return self._build(dim).to(device=self.device, dtype=torch.float64)
+
+    def _build(self, dim: int) -> Layer:
+        """``make_layer(dim=dim)``, checked, as it came."""
         layer = self.make_layer(dim=dim)
         if not isinstance(layer, Layer):
             raise TypeError(
@@ -113,7 +123,7 @@ class _Checker:
                 layer=type(layer).__name__,
                 check="dim",
             )
-        return layer.to(device=self.device, dtype=torch.float64)
+        return layer
 
     def copy(self, dim: int = -1) -> Layer:
         """A fresh layer (built with ``dim``) holding the reference layer's weights."""
@@ -223,6 +233,7 @@ class _Checker:
         # gradient almost surely shows in it); on failure, check_function finds the culprit.
         options = self.tolerances
         if torch.autograd.gradcheck(fn, inputs, raise_exception=False, fast_mode=True, **options):
+            self.gradients_of_subsets(fn, inputs, names)
             return
         try:
             check_function(fn, *inputs, names=names, check_gradgrad=False, **options)
@@ -239,6 +250,23 @@ class _Checker:
             f"over {self.steps} timesteps in float64: torch.autograd.gradcheck (fast mode) "
             f"failed, though each Jacobian matches finite differences entry by entry",
         )
+
+    def gradients_of_subsets(self, fn: Callable, inputs: list[Tensor], names: list[str]) -> None:
+        """The gradients above, again with only some of the inputs requiring grad.
+
+        Above, every input step and parameter requires grad; in training the inputs are
+        data. A layer whose forward branches on ``requires_grad`` (or a Function on
+        ``ctx.needs_input_grad``) must give the same gradients to what does require grad:
+        the inputs data and the parameters learnable, the parameters frozen, and each one
+        left out and alone.
+        """
+        wrt = list(range(len(inputs)))
+        more = [frozenset(wrt[self.steps :]), frozenset(wrt[: self.steps])]
+        tolerances = {"atol": self.tolerances["atol"], "rtol": self.tolerances["rtol"]}
+        try:
+            _compare_subsets(fn, inputs, wrt, names, names=names, more=more, **tolerances)
+        except GradientCheckError as err:
+            self.fail("gradients", f"over {self.steps} timesteps in float64: {err}", cause=err)
 
     def zero_states(self) -> None:
         layer = self.copy()
@@ -299,11 +327,16 @@ class _Checker:
         """Same weights built with another ``dim`` on the permuted input: the permuted result."""
         check = "dim"
         layer = self.copy(-1)
-        expected = self.run(layer, self.wide_xs)
+        wide = [x.clone().requires_grad_() for x in self.wide_xs]
+        expected = self.run(layer, wide)
         expected_states = {name: getattr(layer, name) for name in layer.state_names}
+        generator = torch.Generator().manual_seed(self.seed + 2)
+        terms = [*expected, *expected_states.values()]
+        weights = [self._randn(t.shape, generator) for t in terms]
+        expected_grads = self.weighted_gradients(layer, wide, terms, weights)
         for dim, (forth, back) in self.moved_layouts().items():
             moved = self.copy(dim)
-            xs = [forth(x) for x in self.wide_xs]
+            xs = [forth(x).detach().requires_grad_() for x in self.wide_xs]
             got = [back(y) for y in self.run(moved, xs)]
             what = (
                 f"the layer built with dim={dim} on inputs of shape {tuple(xs[0].shape)} vs "
@@ -321,6 +354,32 @@ class _Checker:
                         f"{name!r} has shape {shape}, expected {want}",
                     )
                 self.same(check, f"state {name!r} with dim={dim}", [back(other)], [state])
+            states = [back(getattr(moved, name)) for name in expected_states]
+            grads = self.weighted_gradients(moved, xs, [*got, *states], weights)
+            for key, grad in grads.items():
+                grad = back(grad) if key.startswith("the input") and grad is not None else grad
+                a, b = _dense(grad, expected_grads[key]), _dense(expected_grads[key], grad)
+                if a is not None and not torch.allclose(a, b, **_SAME):
+                    diff = (a - b).abs().max().item()
+                    self.fail(
+                        check,
+                        f"with dim={dim}, the gradient w.r.t. {key} differs from the one with "
+                        f"dim=-1 (max |diff| {diff:.3g}; the loss weighs every output and "
+                        f"final state)",
+                    )
+
+    def weighted_gradients(
+        self, layer: Layer, xs: list[Tensor], terms: list[Tensor], weights: list[Tensor]
+    ) -> dict[str, Tensor | None]:
+        """Gradients of ``sum(term * weight)`` w.r.t. each input step and learnable parameter."""
+        parameters = [(n, p) for n, p in layer.named_parameters() if p.requires_grad]
+        keys = [f"the input of step {t}" for t in range(len(xs))]
+        keys += [f"parameter {n!r}" for n, _ in parameters]
+        loss = sum((t * w).sum() for t, w in zip(terms, weights, strict=True))
+        if not loss.requires_grad:
+            return dict.fromkeys(keys)
+        inputs = [*xs, *(p for _, p in parameters)]
+        return dict(zip(keys, torch.autograd.grad(loss, inputs, allow_unused=True), strict=True))
 
     def ttcompile(self) -> None:
         check = "ttcompile"
@@ -399,6 +458,7 @@ class _Checker:
         for dim, xs in layouts:
             for warm in (False, True):
                 self.compare_sequence(dim, xs, warm)
+        self.compare_sequence(-1, layouts[0][1][:1], warm=False)  # one step (T = 1)
 
     def takes_batch_free(self) -> bool:
         """Whether the layer steps through inputs without their first (batch) dimension.
@@ -416,8 +476,10 @@ class _Checker:
         """Step one copy of the layer through ``xs``; run copies in sequence mode and compare.
 
         The sequence runs start after one step of ``forward`` when ``warm``. One runs with
-        autograd, one under ``torch.no_grad()`` (a path of its own in a layer that branches
-        on ``torch.is_grad_enabled()``).
+        autograd, one with autograd on inputs that do not require grad (data, as in
+        training: a path of its own in a layer that branches on ``xs.requires_grad``), one
+        under ``torch.no_grad()`` (a path of its own in a layer that branches on
+        ``torch.is_grad_enabled()``).
         """
         check = "sequence"
         start = "after one step of forward" if warm else "from zero states"
@@ -430,6 +492,14 @@ class _Checker:
         self.same(check, what, got.unbind(0), expected.unbind(0), _EXACT)
         self.same_states(what, sequenced, stepped)
         self.same_gradients(what, (stepped, xs_step, expected), (sequenced, xs_seq, got))
+        data_where = f"{where}, xs not requiring grad"
+        what = f"forward_sequence vs forward step by step ({data_where})"
+        stepped, data = self.copy(dim), self.copy(dim)
+        expected = torch.stack(self.run(stepped, xs.clone().unbind(0)))
+        got = self.run_sequence(data, xs.clone(), int(warm), expected, data_where)
+        self.same(check, what, got.unbind(0), expected.unbind(0), _EXACT)
+        self.same_states(what, data, stepped)
+        self.same_gradients(what, (stepped, None, expected), (data, None, got))
         where = f"{where}, under torch.no_grad()"
         what = f"forward_sequence vs forward step by step ({where})"
         with torch.no_grad():
@@ -499,33 +569,36 @@ class _Checker:
     def same_gradients(
         self,
         what: str,
-        stepped: tuple[Layer, Tensor, Tensor],
-        sequenced: tuple[Layer, Tensor, Tensor],
+        stepped: tuple[Layer, Tensor | None, Tensor],
+        sequenced: tuple[Layer, Tensor | None, Tensor],
     ) -> None:
         """Fail "sequence" unless one loss of outputs and final states has equal gradients.
 
-        Each run is ``(layer, inputs, outputs)``. The loss weighs every output and every
-        final state with fixed random weights, so the gradients reaching each input step and
-        each parameter through either are compared.
+        Each run is ``(layer, inputs, outputs)``, ``inputs`` ``None`` where they are data
+        (then only the parameters' gradients are compared). The loss weighs every output and
+        every final state with fixed random weights, so the gradients reaching each input
+        step and each parameter through either are compared.
         """
-        layer, _, expected = stepped
+        layer, xs, expected = stepped
+        inputs_too = xs is not None  # None: inputs that do not require grad (data)
         generator = torch.Generator().manual_seed(self.seed + 1)
         states = _live_states(layer)  # those of the layers inside it too
         weights = [self._randn(expected.shape, generator)]
         weights += [self._randn(state.shape, generator) for state in states.values()]
         keys = [f"parameter {n!r}" for n, p in layer.named_parameters() if p.requires_grad]
+        keys = ["xs", *keys] if inputs_too else keys
         grads = []
         for layer, xs, ys in (stepped, sequenced):
-            parameters = [p for _, p in layer.named_parameters() if p.requires_grad]
+            inputs = [p for _, p in layer.named_parameters() if p.requires_grad]
+            inputs = [xs, *inputs] if inputs_too else inputs
             live = _live_states(layer)
             terms = [ys, *(live[name] for name in states)]
             loss = sum((t * w).sum() for t, w in zip(terms, weights, strict=True))
-            if not loss.requires_grad:
-                grads.append([None] * (1 + len(parameters)))
+            if not loss.requires_grad or not inputs:
+                grads.append([None] * len(inputs))
                 continue
-            inputs = [xs, *parameters]
             grads.append(torch.autograd.grad(loss, inputs, allow_unused=True))
-        for key, a, b in zip(["xs", *keys], *grads, strict=True):
+        for key, a, b in zip(keys, *grads, strict=True):
             a, b = _dense(a, b), _dense(b, a)
             if a is None or torch.allclose(a, b, **_EXACT):
                 continue
@@ -573,12 +646,14 @@ def check_layer(
     - ``"gradients"``: over ``steps`` timesteps from zero states, the gradients of all outputs
       with respect to every input and every learnable parameter match finite differences
       (:func:`torch.autograd.gradcheck` in fast mode; on a failure, :func:`check_function`
-      names the input or parameter whose gradient is wrong).
+      names the input or parameter whose gradient is wrong); and they stay the same when only
+      some of them require grad (the inputs data, as in training; the parameters frozen).
     - ``"detach_states"``: ``detach_states()`` keeps the values and cuts the graph: the
       gradient of a later output does not reach inputs fed before it.
     - ``"dim"``: with an extra dimension before the features, the layer built with ``dim=-2``
       (and its positive equivalent, and ``dim=0``) on the permuted input gives the permuted
-      outputs and states of the layer built with ``dim=-1``.
+      outputs, states and gradients (w.r.t. the inputs and every learnable parameter) of the
+      layer built with ``dim=-1``.
     - ``"ttcompile"``: ``TTcompile()`` and ``TTdecompile()`` (each twice) leave the outputs
       unchanged, and the parameters are restored; baked values changed before
       ``TTdecompile()`` come back through the inverse of their transform.
@@ -588,10 +663,12 @@ def check_layer(
       equals calling ``forward`` on each step of ``xs`` to rounding (``1e-10``): the outputs,
       the states left behind, and the gradients of the outputs and final states with respect
       to the inputs and every learnable parameter (the states of layers inside the layer
-      included), with autograd and under ``torch.no_grad()``. The layer runs as a model runs
+      included), with autograd (on inputs that require grad, and on data inputs, which do
+      not) and under ``torch.no_grad()``. The layer runs as a model runs
       it (``layer(xs)`` in :func:`tracetorch.sequence_mode`). Checked with ``dim=-1``, with the
       layouts of ``"dim"`` (unless skipped) and without the batch dimension (where
-      ``forward`` takes such input), from zero states and from live states. The default
+      ``forward`` takes such input), from zero states and from live states, and over a
+      single step (``T = 1``). The default
       ``forward_sequence`` is that loop; this check is for layers that override it.
 
     Random layers are fine: the global RNG is seeded with ``seed`` before every run, so

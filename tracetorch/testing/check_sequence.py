@@ -81,12 +81,24 @@ def _restore_buffers(model: nn.Module, saved: dict[str, Tensor]) -> None:
                 buffer.copy_(value)
 
 
-def _in(mode: Mode, grad: bool | None = None) -> str:
+# the runs of a check: mode, autograd on, xs data (not requiring grad); the first is the
+# reference the others are compared with
+_RUNS: tuple[tuple[Mode, bool, bool], ...] = (
+    ("step", True, False),
+    ("sequence", True, False),
+    ("sequence", True, True),
+    ("sequence", False, False),
+)
+
+
+def _in(mode: Mode, grad: bool | None = None, data: bool = False) -> str:
     """Where a run happened, for the messages (``grad``: autograd on; ``None``: as now)."""
     grad = torch.is_grad_enabled() if grad is None else grad
     if mode == "step":
         return "step by step"
-    return "in sequence mode" if grad else "in sequence mode under torch.no_grad()"
+    if not grad:
+        return "in sequence mode under torch.no_grad()"
+    return "in sequence mode on xs that does not require grad" if data else "in sequence mode"
 
 
 def _kind(t: Tensor) -> str:
@@ -121,8 +133,9 @@ class _SequenceCheck:
         """The first index of dim 0 where ``got`` and ``expected`` differ."""
         return next(t for t in range(len(got)) if not self.close(got[t], expected[t]))
 
-    def run_all(self) -> tuple[_Run, _Run, _Run]:
-        """Step mode, then sequence mode with autograd and without it (``torch.no_grad()``).
+    def run_all(self) -> tuple[_Run, _Run, _Run, _Run]:
+        """Step mode, then sequence mode with autograd (on ``xs`` that requires grad, and on
+        ``xs`` that does not, as data in training does) and without it (``torch.no_grad()``).
 
         Each from zero states and the same buffers and RNG; the model is restored after.
         """
@@ -130,26 +143,29 @@ class _SequenceCheck:
         saved_buffers = {key: b.detach().clone() for key, b in self.model.named_buffers()}
         try:
             runs = []
-            for mode, grad in (("step", True), ("sequence", True), ("sequence", False)):
+            for mode, grad, data in _RUNS:
                 _restore_buffers(self.model, saved_buffers)
                 zero_states(self.model)
                 with torch.set_grad_enabled(grad):
-                    runs.append(self.run_once(mode))
+                    runs.append(self.run_once(mode, data))
         finally:
             _restore_buffers(self.model, saved_buffers)
             _restore(saved_states)
-        return runs[0], runs[1], runs[2]
+        return runs[0], runs[1], runs[2], runs[3]
 
-    def run_once(self, mode: Mode) -> _Run:
-        """One run and its gradients (taken at once: a later buffer restore may break them)."""
-        xs = self.xs.detach().clone().requires_grad_(torch.is_grad_enabled())
+    def run_once(self, mode: Mode, data: bool = False) -> _Run:
+        """One run and its gradients (taken at once: a later buffer restore may break them).
+
+        ``data``: ``xs`` does not require grad (only the parameters' gradients are taken).
+        """
+        xs = self.xs.detach().clone().requires_grad_(torch.is_grad_enabled() and not data)
         with torch.random.fork_rng(devices=self.devices):  # the runs draw the same numbers
             try:
                 outputs = run(self.model, xs, mode=mode)
             except Exception as err:
                 if mode == "step":
                     raise
-                how = f"raised {type(err).__name__} {_in(mode)}: {err}"
+                how = f"raised {type(err).__name__} {_in(mode, data=data)}: {err}"
                 raise self.fail("error", how) from err
         result = _Run(outputs, _live_states(self.model))
         terms = [result.outputs, *result.states.values()]
@@ -160,13 +176,15 @@ class _SequenceCheck:
                 torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t) for t in terms
             ]
         else:
-            self.same_shapes(outputs, result.states, _in(mode))
+            self.same_shapes(outputs, result.states, _in(mode, data=data))
         if not torch.is_grad_enabled():
             return result
         loss = sum((t * w).sum() for t, w in zip(terms, self.weights, strict=True))
-        keys = ["xs", *(f"parameter {key!r}" for key, _ in self.parameters)]
-        if isinstance(loss, Tensor) and loss.requires_grad:
-            inputs = [xs, *(p for _, p in self.parameters)]
+        keys = [f"parameter {key!r}" for key, _ in self.parameters]
+        inputs = [p for _, p in self.parameters]
+        if not data:
+            keys, inputs = ["xs", *keys], [xs, *inputs]
+        if isinstance(loss, Tensor) and loss.requires_grad and inputs:
             grads = torch.autograd.grad(loss, inputs, allow_unused=True)
             result.grads = dict(zip(keys, grads, strict=True))
         else:
@@ -221,7 +239,7 @@ class _SequenceCheck:
                 diff = (got - expected).abs().max().item()
                 raise self.fail(
                     "gradients",
-                    f"gives another gradient w.r.t. {key} in sequence mode than step by step "
+                    f"gives another gradient w.r.t. {key} {where} than step by step "
                     f"(max |diff| {diff:.3g}; the loss weighs every output and final state)",
                 )
 
@@ -239,9 +257,11 @@ def check_sequence(
     ``mode="step"`` and in ``mode="sequence"``, and compares, in that order: the outputs, the
     states the runs leave (as :func:`tracetorch.save_states` lists them), and the gradients
     of one loss (the outputs and the final states weighed by fixed random weights) with
-    respect to ``xs`` and every parameter that requires grad. A third run, in sequence mode
-    under ``torch.no_grad()``, is compared too (outputs and states): layers may take another
-    path without autograd (tracetorch's own fast paths do). All runs start from the same
+    respect to ``xs`` and every parameter that requires grad. Two more runs in sequence mode
+    are compared too, since layers may take another path there (tracetorch's own fast paths
+    do): one on ``xs`` that does not require grad (the outputs, states and parameters'
+    gradients), as data in training does not, and one under ``torch.no_grad()`` (the outputs
+    and states). All runs start from the same
     parameters, buffers and global RNG state.
 
     Everything runs in the dtype and on the device of ``model`` and ``xs``: pass float64 for
@@ -300,6 +320,6 @@ def check_sequence(
     rtol = default_rtol if rtol is None else rtol
     atol = default_atol if atol is None else atol
     check = _SequenceCheck(model, xs, rtol, atol)
-    step, sequence, quiet = check.run_all()
-    check.compare(step, sequence, _in("sequence", grad=True))
-    check.compare(step, quiet, _in("sequence", grad=False))
+    step, *others = check.run_all()
+    for run_, (mode, grad, data) in zip(others, _RUNS[1:], strict=True):
+        check.compare(step, run_, _in(mode, grad=grad, data=data))
