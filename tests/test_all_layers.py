@@ -54,6 +54,15 @@ def test_wrong_feature_size_is_a_value_error_naming_the_layer(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
+def test_an_input_that_is_not_a_tensor_is_a_type_error_naming_the_layer(case):
+    layer = case.make()
+    x = torch.randn(*case.input_shape).tolist()
+    with pytest.raises(TypeError, match=f"{type(layer).__name__}: expected a tensor, got list"):
+        layer(x)
+    assert all(state is None for state in states(layer).values())
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
 def test_batch_shape_change_with_live_states(case):
     layer = case.make()
     first, *rest = case.input_shape

@@ -193,6 +193,24 @@ def test_gradient_of_final_state_only_and_outputs_only(case: Case) -> None:
     _compare(case, xs, states, params, use_final=False)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.config.synaptic])
+def test_a_loss_of_the_final_syn_alone_gives_the_rest_no_gradient(case: Case) -> None:
+    # as the step loop's graph: beta, threshold, bias and mem_0 have no path to syn, so an
+    # optimizer skips them (None), where a zero would still move them (weight decay)
+    xs, states, params = _make(case, (3, 4), (4,), seed=9)
+    leaves = [xs, *states.values(), *params.values()]
+    _, final = leaky_scan(xs, states, params, case.config, case.spike)
+    assert type(final["syn"].grad_fn).__name__ == "LeakyScanBackward"
+    _, ref_final = _loop(xs, states, params, case.config, case.spike)
+    got = torch.autograd.grad(final["syn"].sum(), leaves, allow_unused=True)
+    want = torch.autograd.grad(ref_final["syn"].sum(), leaves, allow_unused=True)
+    assert [g is None for g in got] == [w is None for w in want]
+    assert sum(w is None for w in want) >= 2  # mem_0 and beta at least
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_some_inputs_without_grad(case: Case) -> None:
     xs, states, params = _make(case, (3, 4), (4,), seed=4)

@@ -377,6 +377,25 @@ class HeldAndCalled(tt.Model):
         return self.holder(self.li(x))
 
 
+class HeldThroughAContainer(tt.Model):
+    """Like :class:`HeldAndCalled`, the LI inside a plain container that both places share."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Identity(), tt.snn.LI(3))
+        self.holder = Holder(self.block)  # registered first: the walk meets block inside it
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.holder(self.block(x))
+
+
+def test_a_layer_shared_through_a_plain_container_is_refused_too() -> None:
+    model = HeldThroughAContainer()
+    model._modules = dict(reversed(model._modules.items()))  # holder first
+    with pytest.raises(RuntimeError, match=r"LI is registered in two places .* \(inside Holder"):
+        model.run(torch.rand(4, 2, 3), mode="sequence")
+
+
 @pytest.mark.parametrize("order", ["held first", "own first"])
 def test_a_layer_both_inside_a_layer_and_on_its_own_is_refused(order: str) -> None:
     model = HeldAndCalled()
@@ -583,6 +602,33 @@ def test_how_a_model_passes_arguments_is_kept_in_sequence_mode(model: type[tt.Mo
     expected = model.run(xs)
     model.zero_states()
     torch.testing.assert_close(model.run(xs, mode="sequence"), expected)
+
+
+class GatedStepOnly(Gated):
+    """Takes a gate in forward but keeps the default forward_sequence (xs alone)."""
+
+    forward_sequence = tt.Layer.forward_sequence
+
+
+class GatedStepOnlyNet(GatedNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated = GatedStepOnly()
+
+
+def test_arguments_the_sequence_path_does_not_take_are_refused_clearly() -> None:
+    model = GatedStepOnlyNet()
+    xs = torch.rand(5, 2, 3)
+    model(xs[0])
+    before = model.save_states()
+    with pytest.raises(
+        TypeError,
+        match=r"GatedStepOnly: in sequence mode the model called GatedStepOnly with arguments "
+        r"besides the input \(keyword 'gate'\), which GatedStepOnly.forward_sequence does not "
+        r"take: .*override forward_sequence to take them, or run the model with mode='step'",
+    ):
+        model.run(xs, mode="sequence")
+    assert all(torch.equal(v, before[k]) for k, v in model.save_states().items())
 
 
 # -------------------------------------------------------------------------- TimeDistributed

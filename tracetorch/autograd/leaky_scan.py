@@ -332,6 +332,10 @@ def _backward(
     xs, mem0, syn0, alpha, beta, threshold, bias, out, z_seq, mem_seq, syn_seq = ctx.saved_tensors
     synaptic, ema, firing, spike, *_ = ctx.spec
     need_x, need_mem, need_syn, need_alpha, need_beta, need_th, need_bias, _ = ctx.needs_input_grad
+    if g_out is None and g_mem is None:
+        # Only the final syn is used: H = 0, and nothing but the synaptic trace (x, syn_0,
+        # alpha) has a path to the loss. The rest gets None, as the step loop's graph gives.
+        need_mem = need_beta = need_th = need_bias = False
     need_in = need_x or need_syn or need_alpha  # dL/dI_t is wanted
     need_dz = firing and (need_th or need_bias)
     need_sg = firing and need_th

@@ -275,7 +275,7 @@ class Layer(nn.Module):
         # Every step after the first: live states of x's dtype and of the state shape x
         # makes (x's, with num_neurons at dim) prove x valid, as they were created or loaded
         # with it. Another real device makes the step fail, then diagnosed; meta would not.
-        if x.is_meta:
+        if not isinstance(x, Tensor) or x.is_meta:
             return self._read_states_checked(x)
         shape, features, neurons = x.shape, d["in_features"], d["num_neurons"]
         if features != neurons:

@@ -70,7 +70,10 @@ class _OncePerCall:
             if self.called:
                 raise RuntimeError(self._twice())
             self.called = True
-        return self.layer().forward_sequence(x, *args, **kwargs)
+        layer = self.layer()
+        if args or kwargs:
+            _takes(layer, x, args, kwargs)
+        return layer.forward_sequence(x, *args, **kwargs)
 
     def _twice(self) -> str:
         layer, model = self.layer(), self.model()
@@ -83,6 +86,23 @@ class _OncePerCall:
             f"runs the whole sequence); run this model with mode='step', or give each place "
             f"its own layer"
         )
+
+
+def _takes(layer: nn.Module, x: object, args: tuple, kwargs: dict) -> None:
+    """Raise a clear error unless ``layer.forward_sequence`` takes ``forward``'s arguments."""
+    try:
+        inspect.signature(layer.forward_sequence).bind(x, *args, **kwargs)
+    except TypeError:
+        name = type(layer).__name__
+        given = [f"{len(args)} positional"] if args else []
+        given += [f"keyword {', '.join(map(repr, kwargs))}"] if kwargs else []
+        raise TypeError(
+            f"{name}: in sequence mode the model called {name} with arguments besides the "
+            f"input ({' and '.join(given)}), which {name}.forward_sequence does not take: "
+            f"sequence mode passes them on to forward_sequence, which cannot know which of "
+            f"them run per step; override forward_sequence to take them, or run the model "
+            f"with mode='step'"
+        ) from None
 
 
 _ONCE: weakref.WeakKeyDictionary[nn.Module, _OncePerCall] = weakref.WeakKeyDictionary()
@@ -138,8 +158,11 @@ def _survey(
         here = switched[-1] if inside else sub if sequence_path else None
         if id(sub) in runner:
             there = runner[id(sub)]
-            if there is not here and (_has_sequence_path(sub) or _is_stateful(sub)):
-                mixed.append(_registered_twice(sub, there, here))
+            if there is not here:
+                if _has_sequence_path(sub) or _is_stateful(sub):
+                    mixed.append(_registered_twice(sub, there, here))
+                else:  # a plain container met in another place: so are the layers it holds
+                    pending.extend(reversed(sub._modules.values()))
             continue
         runner[id(sub)] = here
         if sequence_path:
