@@ -432,6 +432,9 @@ def test_scan_supported_table() -> None:
     binary = LeakyConfig(firing=BINARY)
     assert not scan_supported(binary, lambda v: v, None)
     assert scan_supported(LeakyConfig(), lambda v: v, None)  # not called without firing
+    for reset in ("zero", "none"):  # the scan's backward is the one of the subtracting reset
+        assert not scan_supported(binary, spike_fn("atan"), None, reset)
+        assert scan_supported(LeakyConfig(), sigmoid4x, None, reset)  # no firing: no reset
 
 
 def test_rejects_empty_sequence() -> None:

@@ -111,7 +111,7 @@ def _scans(case: LayerCase) -> bool:
     """Whether the layer's sequence mode is the leaky scan (one autograd function)."""
     layer = case.make()
     return isinstance(layer, LeakyIntegrator) and scan_supported(
-        layer.config, layer.spike_fn, layer.quant_fn
+        layer.config, layer.spike_fn, layer.quant_fn, layer.reset
     )
 
 

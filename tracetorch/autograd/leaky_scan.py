@@ -51,11 +51,16 @@ class _Spec(NamedTuple):
     fuse_first: bool = False
 
 
-def scan_supported(config: LeakyConfig, spike_fn: TensorFn, quant_fn: TensorFn | None) -> bool:
+def scan_supported(
+    config: LeakyConfig,
+    spike_fn: TensorFn,
+    quant_fn: TensorFn | None,
+    reset: Reset = "subtract",
+) -> bool:
     """Whether :func:`leaky_scan` takes its fast path for this neuron.
 
     Supported: not dual, not recurrent, no ``quant_fn``, firing ``"none"`` (any ``spike_fn``:
-    it is not called) or ``"binary"`` with ``spike_fn`` either
+    it is not called) or ``"binary"`` with ``reset="subtract"`` and ``spike_fn`` either
     :func:`tracetorch.functional.sigmoid4x` or a :class:`~tracetorch.autograd.SpikeFn`.
     Synaptic and EMA may be on or off. That covers LI, SLI, LIEMA, SLIEMA, LIB, SLIB, LIF and
     Decay; the others run as a loop of :func:`~tracetorch.functional.leaky_step`.
@@ -64,6 +69,7 @@ def scan_supported(config: LeakyConfig, spike_fn: TensorFn, quant_fn: TensorFn |
         config: The neuron's switches.
         spike_fn: The spike function the neuron fires with.
         quant_fn: The quantizer applied to spikes, or ``None``.
+        reset: What a spike does to the membrane (see :func:`leaky_scan`).
 
     Returns:
         ``True`` if :func:`leaky_scan` runs :class:`LeakyScan` (or its graph-free loop).
@@ -81,7 +87,9 @@ def scan_supported(config: LeakyConfig, spike_fn: TensorFn, quant_fn: TensorFn |
         return False
     if firing == "none":
         return True
-    return firing == "binary" and (spike_fn is sigmoid4x or type(spike_fn) is SpikeFn)
+    if firing != "binary" or reset != "subtract":
+        return False
+    return spike_fn is sigmoid4x or type(spike_fn) is SpikeFn
 
 
 def _scan_forward(
@@ -588,8 +596,7 @@ def leaky_scan(
         )
     _, synaptic, _, ema, firing = config
     if (
-        (reset != "subtract" and firing != "none")
-        or not scan_supported(config, spike_fn, quant_fn)
+        not scan_supported(config, spike_fn, quant_fn, reset)
         or torch.compiler.is_compiling()  # a traced plain loop fuses into one kernel per layer
         or torch._C._are_functorch_transforms_active()  # vmap/jacrev: plain ops batch and nest
         or forward_ad._current_level >= 0  # dual tensors: plain ops carry the tangents

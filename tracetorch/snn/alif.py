@@ -29,8 +29,9 @@ class ALIF(Layer):
         a   = rho*a + (1 - rho)*s
 
     The math of a step is :func:`tracetorch.functional.alif_step`, which explains the choice
-    of form (LSNN's moving average for ``a``; e-prop's ``a = rho*a + s`` is the same neuron
-    with ``beta_a`` divided by ``1 - rho``). With ``beta_a`` near 0 it is :class:`LIF`.
+    of form (LSNN's moving average for ``a``; e-prop's ``a = rho*a + s`` with a strength
+    ``beta_e`` is the same neuron where ``beta_e = beta_a * (1 - rho)``). With ``beta_a``
+    near 0 it is :class:`LIF`.
 
     Args:
         num_neurons: Number of neurons (features at ``dim``).

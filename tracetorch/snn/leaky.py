@@ -99,7 +99,9 @@ class LeakyIntegrator(Layer):
     Raises:
         TypeError: An unknown keyword, or a ``spike_fn``/``quant_fn`` that is not callable.
         ValueError: A value outside its constraint, a bad rank or length, an unknown
-            ``reset``, or a ``reset`` other than ``"subtract"`` on a kind that does not fire.
+            ``reset``, or a ``reset`` other than ``"subtract"`` on a kind that does not fire
+            (the named classes of those kinds, such as :class:`LI`, take no ``reset``: a
+            ``TypeError``, as for any unknown keyword).
     """
 
     config: ClassVar[LeakyConfig] = LeakyConfig()
