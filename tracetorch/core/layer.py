@@ -699,14 +699,13 @@ class Layer(nn.Module):
 
         The values are cached while the tensors they come from are unchanged (the same
         objects, at the same in-place version, frozen or not as they were) and the grad mode
-        is the same (values from
-        inference tensors, made under ``torch.inference_mode``, which keep no version, are
-        never cached); a backward pass
-        through them, :meth:`zero_states`, :meth:`detach_states`, an assignment that cuts the
-        graph behind a state (``layer.mem = layer.mem.detach()``), ``.to()``,
-        :meth:`TTcompile` and :meth:`TTdecompile` drop the cache. Under ``torch.compile`` and
-        ``torch.func`` transforms they are computed afresh each time (a compiled graph fuses
-        the transforms into the step).
+        is the same (values from inference tensors, made under ``torch.inference_mode``,
+        which keep no version, are never cached); a backward pass through them,
+        :meth:`zero_states`, :meth:`detach_states`, an assignment that cuts the graph behind
+        a state (``layer.mem = layer.mem.detach()``), ``.to()``, :meth:`TTcompile` and
+        :meth:`TTdecompile` drop the cache. Under ``torch.compile`` and ``torch.func``
+        transforms they are computed afresh each time (a compiled graph fuses the transforms
+        into the step).
 
         Args:
             ndim: With the number of dimensions of an input, the values come viewed to

@@ -266,8 +266,8 @@ def check_function(
     central-difference Jacobian, then :func:`torch.autograd.gradcheck` runs its extra checks
     (undefined gradients, reentrancy), and the gradients are computed again with only some
     inputs requiring grad (each one left out, and each one alone), which must not change
-    them (a backward that branches on ``ctx.needs_input_grad``). With ``check_gradgrad`` the same happens one order
-    higher, on the map ``(inputs, grad_outputs) -> gradients``, followed by
+    them (a backward that branches on ``ctx.needs_input_grad``). With ``check_gradgrad``
+    the same happens one order higher, on the map ``(inputs, grad_outputs) -> gradients``, followed by
     :func:`torch.autograd.gradgradcheck`. With ``check_forward`` the forward-mode derivative
     (a Function's ``jvp``, what dual tensors and ``torch.func.jacfwd`` use) is checked the same
     way, followed by ``gradcheck(check_forward_ad=True)``. Keep inputs small: the cost grows
