@@ -677,7 +677,7 @@ def check_layer(
     and ``"sequence"`` when their ``forward_sequence`` draws in another order than the steps.)
 
     Args:
-        make_layer: Builds a fresh layer; called with the keyword ``dim`` (``-1``, ``-2``,
+        make_layer: Builds a new layer at each call; called with the keyword ``dim`` (``-1``, ``-2``,
             a positive equivalent, ``0``).
         input_shape: Shape of one timestep's input with the features last, e.g.
             ``(batch, features)``.
@@ -697,7 +697,8 @@ def check_layer(
         LayerCheckError: A check failed; the message names the layer, the check and what
             went wrong (``err.layer``, ``err.check``).
         ValueError: Bad ``input_shape``, ``steps`` or ``skip``.
-        TypeError: ``make_layer`` does not return a tracetorch Layer.
+        TypeError: ``make_layer`` does not return a tracetorch Layer, or returns the same
+            one twice (it must build a new layer at each call).
 
     Example:
         >>> import torch, tracetorch as tt
