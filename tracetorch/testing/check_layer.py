@@ -677,8 +677,8 @@ def check_layer(
     and ``"sequence"`` when their ``forward_sequence`` draws in another order than the steps.)
 
     Args:
-        make_layer: Builds a new layer at each call; called with the keyword ``dim`` (``-1``, ``-2``,
-            a positive equivalent, ``0``).
+        make_layer: Builds a new layer at each call; called with the keyword ``dim``
+            (``-1``, ``-2``, a positive equivalent, ``0``).
         input_shape: Shape of one timestep's input with the features last, e.g.
             ``(batch, features)``.
         steps: Timesteps per run (at least 2).
