@@ -247,6 +247,46 @@ def test_bad_arguments():
         tt.rnn.GRU(IN, HID, bias="yes")
     with pytest.raises(ValueError, match="LSTM: expected in_features to be a positive int"):
         tt.rnn.LSTM(0, HID)
+    rnn = tt.rnn.SimpleRNN(IN, HID, nonlinearity="relu")
+    with pytest.raises(ValueError, match="SimpleRNN: expected nonlinearity 'tanh' or 'relu'"):
+        rnn.nonlinearity = "sigmoid"  # sequence mode would have run ReLU, step mode raised
+    assert rnn.nonlinearity == "relu"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_mode_tangents_are_the_same_in_both_modes(kind, dtype):
+    # the CPU's float32 LSTM kernel (mkldnn) has no forward-mode rule: sequence mode loops
+    import torch.autograd.forward_ad as fwad
+
+    cls, _, _, options = KINDS[kind]
+    torch.manual_seed(0)
+    layer = cls(IN, HID, **options).to(dtype)
+    xs = sequence(dtype, shape=(5, B, IN))
+    tangents = []
+    for mode in ("step", "sequence"):
+        layer.zero_states()
+        with fwad.dual_level():
+            ys = tt.run(layer, fwad.make_dual(xs, torch.ones_like(xs)), mode=mode)
+            tangents.append(fwad.unpack_dual(ys).tangent)
+    torch.testing.assert_close(tangents[1], tangents[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [tt.rnn.GRU, tt.rnn.LSTM, tt.rnn.SimpleRNN, tt.rnn.MiniGRU])
+def test_an_input_made_under_inference_mode_in_training(cls):
+    # MiniGRU takes it in both modes; the fused kernels must save it: a clear error in both
+    layer = cls(IN, HID)
+    with torch.inference_mode():
+        xs = sequence(shape=(4, B, IN))
+    for mode in ("step", "sequence"):
+        layer.zero_states()
+        if cls is tt.rnn.MiniGRU:
+            tt.run(layer, xs, mode=mode).sum().backward()
+            assert layer.gates.weight.grad is not None
+        else:
+            with pytest.raises(RuntimeError, match=f"{cls.__name__}: the input was made under"):
+                tt.run(layer, xs, mode=mode)
+            assert all(state is None for state in tt.save_states(layer).values())
 
 
 def test_repr_tells_the_configuration():

@@ -423,6 +423,12 @@ class Layer(nn.Module):
                 f"take part in autograd; call zero_states() (or load_states(save_states())) "
                 f"before training"
             ) from error
+        if torch.is_grad_enabled() and x.is_inference() and "Inference tensors" in str(error):
+            raise RuntimeError(
+                f"{name}: the input was made under torch.inference_mode(), and the step needs "
+                f"to save it for the backward; pass a clone made outside inference mode "
+                f"(x.clone()), or run the layer under torch.no_grad()"
+            ) from error
         self._check_input(x, next(iter(states.values()), None))
         raise error
 

@@ -7,6 +7,7 @@ from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 from ..core.layer import _definer
 from .layer import Layer
@@ -114,10 +115,15 @@ class CellLayer(Layer):
         the last step's.
         """
         kernel = type(self)._kernel_owner
-        if not self._follows_step(kernel) or torch._C._are_functorch_transforms_active():
+        if (
+            not self._follows_step(kernel)
+            or torch._C._are_functorch_transforms_active()
+            or forward_ad._current_level >= 0
+        ):
             # a subclass that redefined the step (or wrote only _step: no kernel), or
             # torch.func (vmap, jacrev), for which PyTorch's multi-step kernels have no
-            # batching rule: the loop over forward
+            # batching rule, or dual tensors (forward mode), which the CPU's float32 LSTM
+            # kernel (mkldnn) cannot carry: the loop over forward
             return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
         steps = xs.shape[0]

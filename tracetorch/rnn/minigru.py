@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..functional.minigru import minigru_sequence, minigru_step
@@ -77,6 +78,10 @@ class MiniGRU(Layer):
         if not self._follows_step(MiniGRU):  # a subclass redefined the step: loop over it
             return super().forward_sequence(xs)
         xs, states = self._read_sequence_states(xs)
+        if xs.is_inference() and torch.is_grad_enabled():
+            # the matrix product over all steps saves xs for the backward, which an inference
+            # tensor refuses; step mode takes it (its product saves the concatenation)
+            xs = xs.clone()
         step_dim = self.dim if self.dim < 0 else self.dim + 1  # dim counted in one step
         last = step_dim == -1 or step_dim == xs.dim() - 1
         gates, candidate = self.gates, self.candidate

@@ -63,13 +63,21 @@ class SimpleRNN(CellLayer):
         nonlinearity: str = "tanh",
     ) -> None:
         """Build the layer; the arguments are described on the class."""
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"{type(self).__name__}: expected nonlinearity 'tanh' or 'relu', got "
-                f"{nonlinearity!r}"
-            )
         super().__init__(in_features, out_features, dim=dim, bias=bias)
         self.nonlinearity = nonlinearity
+
+    @property
+    def nonlinearity(self) -> str:
+        """``"tanh"`` or ``"relu"``; checked when assigned, as the modes pick kernels by it."""
+        return self.__dict__["_nonlinearity"]
+
+    @nonlinearity.setter
+    def nonlinearity(self, value: str) -> None:
+        if value not in ("tanh", "relu"):
+            raise ValueError(
+                f"{type(self).__name__}: expected nonlinearity 'tanh' or 'relu', got {value!r}"
+            )
+        self.__dict__["_nonlinearity"] = value
 
     def _sequence_kernel(self, xs: Tensor, states: list[Tensor]) -> tuple[Tensor, ...]:
         kernel = torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
