@@ -258,3 +258,116 @@ def test_layers_inside_a_layer_with_its_own_sequence_path_are_recorded_step_by_s
     for key, value in recorded["step"].items():
         torch.testing.assert_close(recorded["sequence"][key], value)
     assert "forward_sequence" not in net[1].__dict__  # its own path is back
+
+
+def both_modes(model: nn.Module, xs: torch.Tensor, **kwargs) -> dict[str, dict[str, torch.Tensor]]:
+    """What ``tt.record(model, **kwargs)`` holds after a run of ``model`` in each mode."""
+    records = {}
+    for mode in ("step", "sequence"):
+        tt.zero_states(model)
+        with tt.record(model, **kwargs) as rec:
+            tt.run(model, xs, mode=mode)
+        assert no_hooks_left(model)
+        records[mode] = dict(rec)
+    return records
+
+
+def assert_same(records: dict[str, dict[str, torch.Tensor]], steps: int) -> None:
+    """Both modes recorded the same keys and values, each key ``steps`` steps."""
+    assert list(records["sequence"]) == list(records["step"])
+    for key, value in records["step"].items():
+        assert value.shape[0] == steps, key
+        torch.testing.assert_close(records["sequence"][key], value, msg=key)
+
+
+def test_modules_deep_inside_a_time_distributed_are_split_into_steps():
+    # inside the wrapper they see time merged into the batch: [T * B, ...] in sequence mode
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+    net = nn.Sequential(tt.nn.TimeDistributed(conv), tt.snn.LIF(2, dim=-3))
+    records = both_modes(net, torch.rand(6, 3, 1, 4, 4), outputs=["0.module.0", "0.module.1"])
+    assert records["sequence"]["0.module.0"].shape == (6, 3, 2, 4, 4)
+    assert_same(records, 6)
+
+
+def test_a_stateless_part_of_the_model_is_recorded_by_steps():
+    # the recorded module holds no layer that sequence mode switches; the model around it does
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.Tanh()), tt.snn.LIF(4))
+    xs = torch.rand(5, 2, 3)
+    records = {}
+    for mode in ("step", "sequence"):
+        tt.zero_states(net)
+        with tt.record(net[0], outputs=["", "0"]) as rec:
+            tt.run(net, xs, mode=mode)
+        records[mode] = dict(rec)
+    assert records["sequence"][""].shape == (5, 2, 4)
+    assert_same(records, 5)
+
+
+class SharedTwice(nn.Module):
+    """One stateless module called twice per step: step mode records a0, b0, a1, b1, ..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.lif = nn.Linear(3, 3), tt.snn.LIF(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lif(self.fc(self.fc(x)))
+
+
+def test_a_module_called_twice_per_step_is_recorded_in_step_order():
+    torch.manual_seed(0)
+    records = both_modes(SharedTwice(), torch.rand(4, 2, 3), states=False, outputs=["fc"])
+    assert_same(records, 8)
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_a_checkpoint_replaying_its_segments_records_nothing_twice(mode):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), tt.snn.LIF(4), nn.Linear(4, 2))
+    xs = torch.rand(8, 2, 3)
+    with tt.record(net, outputs=["0"], detach=False) as rec:
+        ys = tt.checkpoint(net, xs, segment=4, mode=mode)
+        expected = {key: value.detach().clone() for key, value in rec.items()}
+        (ys.sum() + rec["1.mem"].square().sum()).backward()  # the segments are replayed here
+    assert {key: value.shape[0] for key, value in rec.items()} == {"1.mem": 8, "0": 8}
+    for key, value in rec.items():
+        torch.testing.assert_close(value.detach(), expected[key])
+
+
+class Gained(tt.Layer):
+    """A layer taking a gain beside its input, in both of its paths."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+        self._initialize_state("mem")
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        self._ensure_states(x)
+        self.mem = 0.5 * self.mem + gain * x
+        return self.mem
+
+    def forward_sequence(self, xs: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        return torch.stack([Gained.forward(self, x, gain) for x in xs])
+
+
+class GainedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.g = Gained()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.g(x, gain=2.0)
+
+
+def test_states_of_a_layer_given_more_arguments_are_refused_clearly_in_sequence_mode():
+    net, xs = GainedNet(), torch.rand(4, 2, 3)
+    with tt.record(net, states=False, outputs=["g"]) as rec:  # outputs only: recorded
+        tt.run(net, xs, mode="sequence")
+    assert rec["g"].shape == (4, 2, 3)
+    net.g.zero_states()
+    refused = pytest.raises(TypeError, match=r"record: Gained at 'g' is given arguments besides")
+    with refused, tt.record(net):
+        tt.run(net, xs, mode="sequence")
+    assert no_hooks_left(net) and net.g.mem is None

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .core.layer import Layer
 from .core.model import layers
-from .core.sequence import _sequence_modules
+from .core.sequence import _RUNNING, _sequence_modules
 from .nn.time_distributed import TimeDistributed
 
 __all__ = ["Recording", "record"]
@@ -50,6 +50,7 @@ class Recording(Mapping[str, Tensor]):
         }
         self._offered = dict.fromkeys(keys, 0)  # steps seen per key, kept or not
         self._stacked: dict[str, Tensor] = {}
+        self._flush: Callable[[], None] | None = None  # the recorder's, while the block runs
 
     def _add(self, key: str, value: Tensor, detach: bool) -> None:
         """Offer one step of ``key``; kept when it is a multiple of ``every``."""
@@ -63,6 +64,8 @@ class Recording(Mapping[str, Tensor]):
         self._stacked.pop(key, None)
 
     def __getitem__(self, key: str) -> Tensor:
+        if self._flush is not None:
+            self._flush()
         steps = self._steps.get(key)
         if not steps:
             if steps is None:
@@ -77,6 +80,8 @@ class Recording(Mapping[str, Tensor]):
         return stacked
 
     def __iter__(self) -> Iterator[str]:
+        if self._flush is not None:
+            self._flush()
         return (key for key, steps in self._steps.items() if steps)
 
     def __len__(self) -> int:
@@ -180,16 +185,21 @@ class _Recorder:
             self._entry(sub)[1].append(path)
         self.handles: list[Any] = []
         self.looped: list[tuple[Layer, Callable]] = []
+        # outputs of calls that saw a whole sequence, per key, until the steps of every call
+        # in one sequence-mode call of the model are interleaved as step mode orders them
+        self.pending: dict[str, list[Tensor]] = {}
+        self.pending_call = -1  # the model's call (_RUNNING.calls) they belong to
+        self.views: dict[int, dict[int, tuple[str, nn.Module | None]]] = {}  # by running root
 
     def _entry(self, sub: nn.Module) -> tuple[nn.Module, list[str], list[tuple[str, str]]]:
         return self.plan.setdefault(id(sub), (sub, [], []))
 
     def _kind(self, sub: nn.Module) -> tuple[str, nn.Module | None]:
-        """How ``sub`` sees time in sequence mode, and the switched module it is part of.
+        """Where ``sub`` sits among the modules sequence mode switches under the recorded one,
+        and the switched module it is part of (which layers :meth:`install` loops).
 
-        ``"self"``: sequence mode switches it (a call is a sequence when it is switched);
-        ``"inner"``: inside a switched module, which calls it one step at a time;
-        ``"global"``: outside them (a call is a sequence whenever sequence mode is on).
+        ``"self"``: sequence mode switches it; ``"inner"``: inside a switched module;
+        ``"global"``: outside them. (How a call saw time is :meth:`_view`'s, at the call.)
         """
         if any(sub is outer for outer in self.outer):
             return "self", sub
@@ -212,7 +222,7 @@ class _Recorder:
                 entry = looped.setdefault(id(owner), (owner, []))
                 if kind == "self":
                     entry[1].extend(state_keys)
-            hooks.append((sub, self._hook(sub, kind, output_keys, state_keys)))
+            hooks.append((sub, self._hook(output_keys, state_keys)))
         for layer, _ in looped.values():
             if "forward_sequence" in layer.__dict__ or "forward" in layer.__dict__:
                 raise RuntimeError(
@@ -226,8 +236,11 @@ class _Recorder:
             self.looped.append((layer, loop))
         for sub, hook in hooks:
             self.handles.append(sub.register_forward_hook(hook))
+        self.recording._flush = self.flush
 
     def remove(self) -> None:
+        self.flush()
+        self.recording._flush = None
         for handle in self.handles:
             handle.remove()
         for layer, loop in self.looped:
@@ -245,46 +258,115 @@ class _Recorder:
         """A ``forward_sequence`` that runs the layer's own step and records its states."""
         step = type(layer).forward
 
-        def forward_sequence(xs: Tensor) -> Tensor:
+        def forward_sequence(xs: Tensor, *args: object, **kwargs: object) -> Tensor:
+            if args or kwargs:
+                name = type(layer).__name__
+                raise TypeError(
+                    f"record: {name} at {self.paths[id(layer)]!r} is given arguments besides "
+                    f"the input, which its step loop (run while its states or those of its "
+                    f"layers are recorded in sequence mode) cannot split into steps; record "
+                    f"in step mode, or record only its output"
+                )
             layer._check_sequence(xs)
             outs = []
             for x in xs:
                 outs.append(step(layer, x))
-                self._add_states(layer, state_keys)
+                if not _replaying():
+                    self._add_states(layer, state_keys)
             return torch.stack(outs)
 
         return forward_sequence
 
-    def _hook(
-        self,
-        sub: nn.Module,
-        kind: str,
-        output_keys: list[str],
-        state_keys: list[tuple[str, str]],
-    ) -> Callable:
-        outer = self.outer
+    def _view(self, module: nn.Module) -> tuple[str, int]:
+        """How the call of ``module`` that just returned saw time.
 
+        ``("step", 1)``: one step; ``("sequence", T)``: the steps first; ``("merged", T)``:
+        ``T`` steps merged into the batch, inside a :class:`~tracetorch.nn.TimeDistributed`
+        in sequence mode. Found from the modules in sequence mode now (not only those
+        under the recorded module, which may be a part of the model that runs).
+        """
+        if "forward" in module.__dict__:  # switched: it ran forward_sequence
+            return "sequence", 0
+        if not _RUNNING.roots:
+            return "step", 1
+        root = _RUNNING.roots[-1]
+        views = self.views.get(id(root))
+        if views is None:
+            views = self.views[id(root)] = _views(root)
+        view, owner = views.get(id(module), ("step", None))
+        if view == "merged":
+            steps = owner.__dict__.get("_merged_steps")
+            return ("step", 1) if steps is None else ("merged", steps)
+        return view, 0
+
+    def _pend(self, key: str, steps: Tensor) -> None:
+        """Keep the ``[T, ...]`` output of one call until the model's call is over."""
+        if self.pending_call != _RUNNING.calls:
+            self.flush()
+            self.pending_call = _RUNNING.calls
+        self.pending.setdefault(key, []).append(steps)
+
+    def flush(self) -> None:
+        """Record the pending sequences, the steps of several calls interleaved: step 0 of
+        each call in turn, then step 1, ..., the order of step mode."""
+        pending, self.pending = self.pending, {}
+        for key, calls in pending.items():
+            for t in range(max(len(steps) for steps in calls)):
+                for steps in calls:
+                    if t < len(steps):
+                        self.recording._add(key, steps[t], self.detach)
+
+    def _hook(self, output_keys: list[str], state_keys: list[tuple[str, str]]) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            if kind == "self":
-                sequence = "forward" in module.__dict__
-            elif kind == "global":
-                sequence = any("forward" in o.__dict__ for o in outer)
-            else:
-                sequence = False
+            if _replaying():  # a checkpoint's replay: its steps were recorded when they ran
+                return
+            view, steps = self._view(module)
             if output_keys:
                 if not isinstance(output, Tensor):
                     raise TypeError(
                         f"record: {type(module).__name__} at {output_keys[0]!r} returned "
                         f"{type(output).__name__}; only tensor outputs can be recorded"
                     )
-                steps = output.unbind(0) if sequence else (output,)
                 for key in output_keys:
-                    for step in steps:
-                        self.recording._add(key, step, self.detach)
-            if state_keys and not sequence:  # in sequence mode the step loop records them
+                    if view == "step":
+                        if key in self.pending:
+                            self.flush()
+                        self.recording._add(key, output, self.detach)
+                    else:
+                        self._pend(key, output.unflatten(0, (steps, -1)) if steps else output)
+            if state_keys and view == "step":  # in sequence mode the step loop records them
                 self._add_states(module, state_keys)
 
         return hook
+
+
+def _replaying() -> bool:
+    """Whether a forward running now is a replay made during a backward pass (a checkpoint
+    recomputing its segment); an Exciter callback's probe, under ``torch.no_grad()``, is not."""
+    return torch.is_grad_enabled() and torch._C._current_graph_task_id() != -1
+
+
+def _views(root: nn.Module) -> dict[int, tuple[str, nn.Module | None]]:
+    """For every module under ``root`` in sequence mode, how a call of it sees time.
+
+    ``"sequence"``: outside every module sequence mode switches (it is called with the
+    steps first); ``"step"``: inside a switched layer, which calls it one step at a time;
+    ``"merged"``: inside a switched :class:`~tracetorch.nn.TimeDistributed` (time merged
+    into the batch), with that wrapper. A switched module itself is told by its ``forward``.
+    """
+    modules = dict(root.named_modules())
+    paths = {id(sub): path for path, sub in modules.items()}
+    outer = [(paths[id(o)], o) for o in _sequence_modules(root)]
+    views: dict[int, tuple[str, nn.Module | None]] = {}
+    for path, sub in modules.items():
+        owner = next((o for p, o in outer if p == "" or path.startswith(p + ".")), None)
+        if owner is None or owner is sub:
+            views[id(sub)] = ("sequence", None)
+        elif isinstance(owner, TimeDistributed):
+            views[id(sub)] = ("merged", owner)
+        else:
+            views[id(sub)] = ("step", None)
+    return views
 
 
 @contextmanager
@@ -310,10 +392,15 @@ def record(
 
     - step mode (``model(x)`` once per step, or :func:`tracetorch.run`): one step per call;
     - sequence mode (:func:`tracetorch.run` with ``mode="sequence"``): outputs ``[T, ...]``
-      are split into their steps; a layer whose states are recorded runs its own step in a
-      loop inside the block (its states only exist between steps), so it gives up its fast
-      sequence path while recorded. Sequence mode reads that loop when it starts, so the
-      ``with tt.record(...)`` block must enclose the ``tt.run`` call.
+      are split into their steps (``[T * B, ...]`` inside a
+      :class:`~tracetorch.nn.TimeDistributed` too), the steps of a module called more than
+      once per step in step mode's order; a layer whose states are recorded runs its own
+      step in a loop inside the block (its states only exist between steps), so it gives up
+      its fast sequence path while recorded. Sequence mode reads that loop when it starts,
+      so the ``with tt.record(...)`` block must enclose the ``tt.run`` call.
+
+    A forward replayed during a backward pass (the segments of :func:`tracetorch.checkpoint`)
+    is not recorded again.
 
     Forward hooks are registered on entry and removed on exit, also when the block raises:
     outside the block nothing is left on the model and nothing costs time.
@@ -336,8 +423,9 @@ def record(
 
     Raises:
         KeyError: A state key, layer path or module path that ``module`` does not have.
-        TypeError: ``states``/``outputs`` of another type, or a recorded module returning
-            something other than a tensor.
+        TypeError: ``states``/``outputs`` of another type, a recorded module returning
+            something other than a tensor, or, in sequence mode, a layer whose states are
+            recorded given arguments besides its input.
         ValueError: ``every`` or ``last`` not a positive int.
         RuntimeError: ``module`` is already being recorded, or already in sequence mode.
 

@@ -126,6 +126,21 @@ def _once_per_call(layer: nn.Module, model: nn.Module, count: bool) -> _OncePerC
 _END = object()  # in _survey's stack: the walk leaves the switched module it entered
 
 
+class _Running:
+    """The modules in sequence mode now (the ``module`` of each :func:`sequence_mode` and
+    :func:`run` under way, outermost first) and a count of their calls.
+
+    Read by :func:`tracetorch.record`, which must know how a module it hears from saw time.
+    """
+
+    def __init__(self) -> None:
+        self.roots: list[nn.Module] = []
+        self.calls = 0
+
+
+_RUNNING = _Running()
+
+
 def _survey(
     module: nn.Module,
 ) -> tuple[list[nn.Module], list[nn.Module], set[int], list[str]]:
@@ -228,12 +243,22 @@ def _switch_to_sequences(
         forward = sub.__dict__["forward"] = _once_per_call(sub, module, count)
         if count:
             once.append(forward)
+    _RUNNING.roots.append(module)
     return switched, once, stateful
 
 
-def _switch_back(switched: list[nn.Module]) -> None:
+def _switch_back(module: nn.Module, switched: list[nn.Module]) -> None:
     for sub in switched:
         sub.__dict__.pop("forward", None)
+    roots = _RUNNING.roots
+    for i in range(len(roots) - 1, -1, -1):
+        if roots[i] is module:
+            del roots[i]
+            break
+
+
+def _count_call(*_: object) -> None:
+    _RUNNING.calls += 1
 
 
 def _watch(once: list[_OncePerCall], watch: bool) -> None:
@@ -264,7 +289,7 @@ def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
     """
     switched, once, _ = _switch_to_sequences(module)
     _watch(once, False)
-    hooks = []
+    hooks = [module.register_forward_pre_hook(_count_call)]
     if once:
         hooks.append(module.register_forward_pre_hook(lambda *_: _watch(once, True)))
         hooks.append(module.register_forward_hook(lambda *_: _watch(once, False), always_call=True))
@@ -273,7 +298,7 @@ def sequence_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for hook in hooks:
             hook.remove()
-        _switch_back(switched)
+        _switch_back(module, switched)
 
 
 def _states(layers: list[nn.Module]) -> list[tuple[nn.Module, dict[str, Tensor | None]]]:
@@ -472,6 +497,7 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
     switched, _, stateful = _switch_to_sequences(module)  # sequence_mode(), one call, no hook
     saved = _states(stateful)
     try:
+        _count_call()
         ys = _run_compiled(module, xs) if compile else module(xs)
         if not isinstance(ys, Tensor) or ys.dim() < 1 or ys.shape[0] != xs.shape[0]:
             got = tuple(ys.shape) if isinstance(ys, Tensor) else type(ys).__name__
@@ -484,7 +510,7 @@ def run(module: nn.Module, xs: Tensor, mode: Mode = "step", compile: bool = Fals
         _restore(saved)
         raise
     finally:
-        _switch_back(switched)
+        _switch_back(module, switched)
     return ys
 
 

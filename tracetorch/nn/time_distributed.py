@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["TimeDistributed"]
@@ -62,7 +63,14 @@ class TimeDistributed(nn.Module):
                 f"TimeDistributed: sequence mode expects [T, B, ...] (time first), got {shape}"
             )
         steps, batch = xs.shape[:2]
-        ys = self.module(xs.flatten(0, 1))
+        if torch.compiler.is_compiling():  # nothing records in a compiled graph
+            ys = self.module(xs.flatten(0, 1))
+        else:  # while the module runs, the steps merged into its batch (tt.record splits them)
+            self.__dict__["_merged_steps"] = steps
+            try:
+                ys = self.module(xs.flatten(0, 1))
+            finally:
+                del self.__dict__["_merged_steps"]
         if isinstance(ys, Tensor) and ys.dim() > 0:
             return ys.unflatten(0, (steps, batch))
         if isinstance(ys, tuple | list) and all(isinstance(y, Tensor) and y.dim() > 0 for y in ys):
