@@ -16,8 +16,10 @@ class TimeDistributed(nn.Module):
     In step mode (a plain call) it is ``module(x)``. In sequence mode
     (:func:`tracetorch.run` with ``mode="sequence"``) it receives ``[T, B, ...]``, merges
     time into the batch, calls ``module`` once on ``[T * B, ...]`` and splits the result back
-    into ``[T, B, ...]``. Use it for ``nn.Conv2d``, pooling, ``nn.BatchNorm2d`` (whose
-    statistics then cover every timestep of the batch), ``nn.Flatten`` and other modules that
+    into ``[T, B, ...]``. Use it for ``nn.Conv2d``, pooling, ``nn.BatchNorm2d`` (in training
+    its statistics then cover every timestep of the batch, and its running statistics are
+    updated once per sequence: not what step mode computes, which normalizes each step by
+    its own), ``nn.Flatten`` and other modules that
     read the batch dimension; those that accept extra leading dimensions (``nn.Linear``,
     activations) need no wrapper.
 

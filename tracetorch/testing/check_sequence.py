@@ -28,7 +28,9 @@ _CAUSES = (
     "[B, ...] input (nn.Conv2d, pooling, nn.BatchNorm2d, nn.Flatten) must be wrapped in "
     "tt.nn.TimeDistributed; a layer whose forward_sequence differs from its forward "
     "(tt.testing.check_layer names it); random modules (dropout) draw differently in the two "
-    "modes: call model.eval() first; an in-place operation on the output of a layer whose "
+    "modes, and batch normalization in training mode normalizes by the statistics of every "
+    "step in sequence mode, of one step in step mode: call model.eval() first; an in-place "
+    "operation on the output of a layer whose "
     "output is its state (nn.ReLU(inplace=True) after tt.snn.LI or tt.rnn.GRU) changes that "
     "state in step mode only: use the out-of-place form"
 )
