@@ -217,6 +217,11 @@ def test_unknown_keys_and_bad_values_are_rejected_naming_them():
         tt.functional_call(net, {}, x, mode="steps")
     with pytest.raises(TypeError, match="parameters_and_buffers to be a mapping"):
         tt.functional_call(net, {}, x, [torch.zeros(1)])
+    # the value itself, named by its key, before the layer sees it as a live state
+    with pytest.raises(ValueError, match=r"state '1\.mem' \(LIF\): expected 8 features at dim"):
+        tt.functional_call(net, {"1.mem": torch.zeros(2, 5, dtype=F64)}, x)
+    with pytest.raises(TypeError, match=r"state '3\.h' \(GRU\): expected a real floating"):
+        tt.functional_call(net, {"3.h": torch.zeros(2, 4, dtype=torch.long)}, x)
 
 
 def test_a_call_that_raises_leaves_every_state_and_cache_as_it_was():

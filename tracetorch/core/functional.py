@@ -111,9 +111,13 @@ def _checked_slots(
     """The state slots of ``module``, after checking that ``states`` can be lent to them.
 
     Raises:
-        TypeError: ``states`` is not a mapping, or holds a value that is not a tensor or None.
-        ValueError: a key that names no state under ``module``.
+        TypeError: ``states`` is not a mapping, or holds a value that is not a tensor or None,
+            or not of a real floating dtype.
+        ValueError: a key that names no state under ``module``, or a value without the
+            layer's ``num_neurons`` entries at its ``dim``.
     """
+    from .model import _check_state  # see _state_slots
+
     if not isinstance(states, Mapping):
         raise TypeError(
             f"{who}: expected states to be a mapping from state keys to tensors (as "
@@ -127,10 +131,16 @@ def _checked_slots(
             f"are {sorted(slots) or 'none'} (the keys of tt.save_states: module path, then name)"
         )
     for key, value in states.items():
-        if value is not None and not isinstance(value, Tensor):
+        if value is None:
+            continue
+        if not isinstance(value, Tensor):
             raise TypeError(
                 f"{who}: expected state {key!r} to be a tensor or None, got {type(value).__name__}"
             )
+        layer = slots[key][0]
+        what = f"{who}: state {key!r} ({type(layer).__name__})"
+        # its dtype is the layer's input check's: parameters_and_buffers may change the layer's
+        _check_state(what, layer, value, untouched="nothing was changed")
     return slots
 
 
@@ -227,9 +237,9 @@ def functional_call(
 
     Raises:
         TypeError: ``states`` is not a mapping, or one of its values is neither a tensor
-            nor ``None``.
-        ValueError: a key of ``states`` names no state under ``module``, or an unknown
-            ``mode``.
+            nor ``None``, or not of a real floating dtype (checked before anything changes).
+        ValueError: a key of ``states`` names no state under ``module``, a value without
+            ``num_neurons`` entries at its layer's ``dim``, or an unknown ``mode``.
 
     Example:
         >>> import torch, tracetorch as tt

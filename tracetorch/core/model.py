@@ -81,35 +81,38 @@ def save_states(module: nn.Module) -> dict[str, Tensor]:
     return saved
 
 
-def _check_state(who: str, layer: Layer, value: object) -> Tensor:
+def _check_state(
+    who: str, layer: Layer, value: object, untouched: str = "nothing was loaded"
+) -> Tensor:
     """Return ``value`` if it can be a hidden state of ``layer``; raise otherwise.
 
-    ``who`` opens every message (``"Net.load_states: 'net.1.mem' (LIF)"``).
+    ``who`` opens every message (``"Net.load_states: 'net.1.mem' (LIF)"``), ``untouched``
+    closes it.
     """
     if not isinstance(value, Tensor):
-        raise TypeError(f"{who}: expected a tensor, got {type(value).__name__}; nothing was loaded")
+        raise TypeError(f"{who}: expected a tensor, got {type(value).__name__}; {untouched}")
     if value.layout != torch.strided or value.is_nested:
         kind = "nested" if value.is_nested else str(value.layout)
         raise TypeError(
             f"{who}: expected a dense (torch.strided) tensor, got a {kind} tensor; convert it "
-            f"with .to_dense() first; nothing was loaded"
+            f"with .to_dense() first; {untouched}"
         )
     if value.device.type == "meta":
         raise ValueError(
             f"{who}: expected a tensor holding values, got one on the meta device (a shape "
             f"without data); save the states of a model that ran on a real device; "
-            f"nothing was loaded"
+            f"{untouched}"
         )
     if not value.is_floating_point():
         raise TypeError(
             f"{who}: expected a real floating-point tensor, got dtype {value.dtype}; hidden "
             f"states are real floats (convert with .float() if the values are meant as such); "
-            f"nothing was loaded"
+            f"{untouched}"
         )
     try:  # the size check every layer makes of its inputs, worded for a state
         layer._check_features(value, layer.num_neurons, what="state", who=who)
     except ValueError as error:
-        raise ValueError(f"{error}; nothing was loaded") from None
+        raise ValueError(f"{error}; {untouched}") from None
     return value
 
 
