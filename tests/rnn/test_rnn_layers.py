@@ -247,6 +247,12 @@ def test_bad_arguments():
         tt.rnn.GRU(IN, HID, bias="yes")
     with pytest.raises(ValueError, match="LSTM: expected in_features to be a positive int"):
         tt.rnn.LSTM(0, HID)
+    with pytest.raises(ValueError, match="GRU: expected out_features to be a positive int"):
+        tt.rnn.GRU(IN, 0)
+    with pytest.raises(ValueError, match="MiniGRU: expected out_features to be a positive int"):
+        tt.rnn.MiniGRU(IN, 0)
+    with pytest.raises(TypeError, match="CellLayer: CellLayer is a base class"):
+        tt.rnn.CellLayer(IN, HID)
     rnn = tt.rnn.SimpleRNN(IN, HID, nonlinearity="relu")
     with pytest.raises(ValueError, match="SimpleRNN: expected nonlinearity 'tanh' or 'relu'"):
         rnn.nonlinearity = "sigmoid"  # sequence mode would have run ReLU, step mode raised

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-from ..core.layer import _definer
+from ..core.layer import _definer, _positive_int
 from .layer import Layer
 
 __all__ = ["CellLayer"]
@@ -63,6 +63,13 @@ class CellLayer(Layer):
         self, in_features: int, out_features: int, dim: int = -1, bias: bool = True
     ) -> None:
         """Build the layer; the arguments are described on the class."""
+        name = type(self).__name__
+        if not hasattr(self, "num_gates"):
+            raise TypeError(
+                f"{name}: CellLayer is a base class: subclass it with num_gates, _step and "
+                f"cell_states (see tt.rnn.GRU), or use tt.rnn.GRU, LSTM or SimpleRNN"
+            )
+        _positive_int(name, "out_features", out_features)  # by its name here, not num_neurons
         super().__init__(out_features, dim=dim, in_features=in_features)
         if not isinstance(bias, bool):
             raise TypeError(f"{type(self).__name__}: expected bias to be a bool, got {bias!r}")

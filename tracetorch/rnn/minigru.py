@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..core.layer import _positive_int
 from ..functional.minigru import minigru_sequence, minigru_step
 from .layer import Layer
 
@@ -36,6 +37,7 @@ class MiniGRU(Layer):
 
     def __init__(self, in_features: int, out_features: int, dim: int = -1) -> None:
         """Build the layer; the arguments are described on the class."""
+        _positive_int(type(self).__name__, "out_features", out_features)  # its name here
         super().__init__(out_features, dim=dim, in_features=in_features)
         self.gates = nn.Linear(in_features + out_features, 2 * out_features)
         self.candidate = nn.Linear(in_features + out_features, out_features)
