@@ -231,3 +231,16 @@ def test_a_layer_called_twice_per_step_is_refused_when_compiled_too():
     with pytest.raises(RuntimeError, match=r"LI \(at 'li' in Twice\) was called a second time"):
         tt.run(model, xs, mode="sequence", compile=True)
     assert model.li.mem is before
+
+
+def test_a_model_compiled_inside_sequence_mode_does_not_recompile_per_call():
+    # sequence_mode counts the model's calls (for tt.record) in a hook that a compiled
+    # model runs: the count must not become a guard
+    torch._dynamo.reset()
+    net = _net()
+    compiled = torch.compile(net, backend="eager")
+    xs = torch.rand(3, 2, 4)
+    with torch._dynamo.config.patch(error_on_recompile=True), tt.sequence_mode(net):
+        for _ in range(3):
+            tt.zero_states(net)
+            compiled(xs)

@@ -258,7 +258,8 @@ def _switch_back(module: nn.Module, switched: list[nn.Module]) -> None:
 
 
 def _count_call(*_: object) -> None:
-    _RUNNING.calls += 1
+    if not torch.compiler.is_compiling():  # a compiled model would guard on the count
+        _RUNNING.calls += 1
 
 
 def _watch(once: list[_OncePerCall], watch: bool) -> None:
