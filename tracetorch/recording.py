@@ -278,9 +278,10 @@ class _Recorder:
         return forward_sequence
 
     def _view(self, module: nn.Module) -> tuple[str, int]:
-        """How the call of ``module`` that just returned saw time.
+        """How the call of ``module`` that just returned saw time, and how many steps it saw
+        merged into its batch.
 
-        ``("step", 1)``: one step; ``("sequence", T)``: the steps first; ``("merged", T)``:
+        ``("step", 0)``: one step; ``("sequence", 0)``: the steps first; ``("merged", T)``:
         ``T`` steps merged into the batch, inside a :class:`~tracetorch.nn.TimeDistributed`
         in sequence mode. Found from the modules in sequence mode now (not only those
         under the recorded module, which may be a part of the model that runs).
@@ -288,7 +289,7 @@ class _Recorder:
         if "forward" in module.__dict__:  # switched: it ran forward_sequence
             return "sequence", 0
         if not _RUNNING.roots:
-            return "step", 1
+            return "step", 0
         root = _RUNNING.roots[-1]
         views = self.views.get(id(root))
         if views is None:
@@ -296,7 +297,7 @@ class _Recorder:
         view, owner = views.get(id(module), ("step", None))
         if view == "merged":
             steps = owner.__dict__.get("_merged_steps")
-            return ("step", 1) if steps is None else ("merged", steps)
+            return ("step", 0) if steps is None else ("merged", steps)
         return view, 0
 
     def _pend(self, key: str, steps: Tensor) -> None:
