@@ -255,6 +255,54 @@ def test_what_does_not_map_is_named():
         tt.nir.export(Residual(), sample)
 
 
+class _InPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.lif = nn.Linear(2, 2), tt.snn.LIF(2, reset="zero")
+
+    def forward(self, x):
+        h = self.fc(x)
+        h *= 3.0  # the graph would leave this out: the loaded model would fire less
+        return self.lif(h)
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x):
+        return 3.0 * super().forward(x)
+
+
+def _hooked() -> nn.Module:
+    model = nn.Sequential(nn.Linear(2, 2), tt.snn.LIF(2, reset="zero"))
+    model[0].register_forward_hook(lambda m, a, y: 3.0 * y)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_InPlace, r"'lif' \(LIF\) receives the output of 'fc' changed in place"),
+        (_hooked, r"'0' \(Linear\) has forward hooks"),
+        (
+            lambda: nn.Sequential(_ScaledLinear(2, 2), tt.snn.LIF(2, reset="zero")),
+            r"'0' \(_ScaledLinear\) redefines the forward of Linear",
+        ),
+    ],
+    ids=["in-place", "hook", "subclass"],
+)
+def test_what_the_graph_could_not_describe_is_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        tt.nir.export(make(), torch.zeros(1, 2))
+
+
+def test_a_refused_export_leaves_batch_norm_statistics_alone():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), tt.snn.LIF(3, reset="zero"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'1' \(BatchNorm1d\) has no NIR node"):
+        tt.nir.export(model, torch.rand(4, 2))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_export_leaves_the_states_alone():
     model = Net()
     model(torch.rand(7, 3))  # live states of batch 7

@@ -124,7 +124,7 @@ def _trace(model: nn.Module, sample: Tensor) -> list[tuple[str, nn.Module, Tenso
     first one the sample), and the model returns the last node's output. The step starts
     from zero states, and the layers get their own states back afterwards.
     """
-    calls: list[tuple[str, nn.Module, Tensor, Tensor]] = []
+    calls: list[tuple[str, nn.Module, Tensor, Tensor, int, int]] = []
     paths = {}
     stack = [("", model)]
     while stack:  # the atomic modules, without descending into them
@@ -136,6 +136,24 @@ def _trace(model: nn.Module, sample: Tensor) -> list[tuple[str, nn.Module, Tenso
         else:
             stack.extend((f"{path}.{n}" if path else n, c) for n, c in module.named_children())
 
+    hooked = [
+        (path or type(model).__name__, type(m).__name__)
+        for path, m in model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks
+    ]
+    if hooked or nn.modules.module._global_forward_hooks:
+        where = f"{hooked[0][0]!r} ({hooked[0][1]})" if hooked else "every module (global)"
+        raise ValueError(
+            f"tt.nir.export: {where} has forward hooks, which may change what the modules "
+            f"compute and which NIR cannot describe; remove them before exporting"
+        )
+
+    entered: dict[int, int] = {}  # the version of each node's input when it took it
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], Tensor):
+            entered[id(module)] = args[0]._version
+
     def hook(module: nn.Module, args: tuple, output: object) -> None:
         path, _ = paths[id(module)]
         if not args or not isinstance(args[0], Tensor) or not isinstance(output, Tensor):
@@ -143,14 +161,18 @@ def _trace(model: nn.Module, sample: Tensor) -> list[tuple[str, nn.Module, Tenso
                 f"tt.nir.export: {path!r} ({type(module).__name__}) does not map one tensor "
                 f"to one tensor"
             )
-        calls.append((path, module, args[0], output))
+        calls.append((path, module, args[0], output, entered[id(module)], output._version))
 
     # run from fresh states (live ones may have another batch size), then put back the very
-    # tensors the layers held
+    # tensors the layers held, and the buffers (a BatchNorm in training would update its
+    # statistics)
     kept = [
         (layer, {n: getattr(layer, n) for n in layer.state_names}) for _, layer in layers(model)
     ]
-    handles = [module.register_forward_hook(hook) for _, module in paths.values()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles = [module.register_forward_pre_hook(pre_hook) for _, module in paths.values()]
+    handles += [module.register_forward_hook(hook) for _, module in paths.values()]
+    sample_version = sample._version
     try:
         zero_states(model)
         with torch.no_grad():
@@ -160,11 +182,15 @@ def _trace(model: nn.Module, sample: Tensor) -> list[tuple[str, nn.Module, Tenso
             handle.remove()
         for layer, states in kept:
             layer._write_states(states)
+        with torch.no_grad():
+            for buffer, value in buffers:
+                if not torch.equal(buffer, value):
+                    buffer.copy_(value)
     if not calls:
         raise ValueError(f"tt.nir.export: {type(model).__name__} called no module to export")
     seen: set[int] = set()
-    previous, where = sample, "the sample input"
-    for path, module, x, y in calls:
+    previous, version, where = sample, sample_version, "the sample input"
+    for path, module, x, y, x_version, y_version in calls:
         if id(module) in seen:
             raise ValueError(
                 f"tt.nir.export: {path!r} ({type(module).__name__}) is called more than once "
@@ -178,13 +204,20 @@ def _trace(model: nn.Module, sample: Tensor) -> list[tuple[str, nn.Module, Tenso
                 f"a module (or branches); only a chain of modules can be exported, so write "
                 f"that step as a module or use nn.Sequential"
             )
-        previous, where = y, f"{path!r}"
-    if result is not previous:
+        if x_version != version:
+            raise ValueError(
+                f"tt.nir.export: {path!r} ({type(module).__name__}) receives the output of "
+                f"{where} changed in place (an in-place operation between them, such as "
+                f"x.mul_(2) or F.relu(x, inplace=True)), which NIR cannot describe; write that "
+                f"step as a module, out of place"
+            )
+        previous, version, where = y, y_version, f"{path!r}"
+    if result is not previous or result._version != version:
         raise ValueError(
             f"tt.nir.export: {type(model).__name__} does not return the output of its last "
-            f"module {where}; only a chain of modules can be exported"
+            f"module {where} (or changes it in place); only a chain of modules can be exported"
         )
-    return calls
+    return [call[:4] for call in calls]
 
 
 def _neuron_values(layer: Layer, values: Mapping[str, Tensor], shape: tuple[int, ...]) -> Any:
@@ -269,6 +302,10 @@ def _array(t: Tensor) -> Any:
     return t.detach().cpu().numpy().copy()
 
 
+# the PyTorch modules with a NIR node, each exported as what its own forward computes
+_TORCH_NODES = (nn.Identity, nn.Dropout, nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.Flatten)
+
+
 def _node(
     nir: Any, path: str, module: nn.Module, shape: tuple[int, ...], dt: float, approx: bool
 ) -> Any:
@@ -282,6 +319,12 @@ def _node(
                 f"maps: {_MAPS}"
             )
         return _leaky_node(nir, path, module, shape, dt, approx)
+    base = next((c for c in _TORCH_NODES if isinstance(module, c)), None)
+    if base is not None and type(module).forward is not base.forward:
+        raise ValueError(
+            f"tt.nir.export: {name} redefines the forward of {base.__name__}, so the NIR node "
+            f"of {base.__name__} would not describe it; it has no NIR node; what maps: {_MAPS}"
+        )
     if isinstance(module, (nn.Identity, nn.Dropout)):
         return None
     if isinstance(module, nn.Linear):
