@@ -49,7 +49,7 @@ def test_raster_picks_one_sequence_of_a_batch_and_flattens_the_features():
     assert _offsets(plot.raster(spikes).collections[0]) == [(1, 5)]
     assert _offsets(plot.raster(spikes, batch=1).collections[0]) == [(3, 0)]
     assert _offsets(plot.raster(spikes, batch=-1).collections[0]) == [(3, 0)]
-    with pytest.raises(ValueError, match=r"raster: expected batch in \[0, 1\].*got 2"):
+    with pytest.raises(ValueError, match=r"raster: expected batch in \[-2, 1\].*got 2"):
         plot.raster(spikes, batch=2)
 
 
@@ -146,6 +146,22 @@ def test_bad_recordings_are_rejected_naming_the_function(function):
         function([])
     with pytest.raises(ValueError, match=rf"{name}: expected at least one timestep, got \w+ of"):
         function(torch.zeros(0, 3))
+
+
+def test_a_refused_call_opens_no_figure_and_draws_nothing():
+    figures = plt.get_fignums()
+    for call in (
+        lambda: plot.raster(torch.zeros(5, 2, 3), batch=9),
+        lambda: plot.rates("spikes"),
+        lambda: plot.traces(torch.zeros(10, 3), threshold=torch.ones(2)),
+    ):
+        with pytest.raises((ValueError, TypeError)):
+            call()
+    assert plt.get_fignums() == figures
+    ax = plt.subplots()[1]
+    with pytest.raises(ValueError, match="expected spikes of the shape of mem"):
+        plot.traces(torch.zeros(10, 3), spikes=torch.zeros(10, 4), ax=ax)
+    assert not ax.lines and not ax.collections
 
 
 # -- matplotlib stays optional ----------------------------------------------------------------

@@ -77,7 +77,7 @@ def _neurons(name: str, data: Tensor, what: str, batch: int | None) -> Tensor:
     size = data.shape[1]
     if not -size <= batch < size:
         raise ValueError(
-            f"{name}: expected batch in [0, {size - 1}] for {what} of shape "
+            f"{name}: expected batch in [{-size}, {size - 1}] for {what} of shape "
             f"{tuple(data.shape)}, got {batch}"
         )
     return data[:, batch].flatten(1)
@@ -120,8 +120,8 @@ def raster(
         >>> ax.collections[0].get_offsets().tolist()  # (timestep, neuron) of every spike
         [[0.0, 1.0], [5.0, 1.0], [10.0, 1.0], [15.0, 1.0]]
     """
-    ax = _axes(ax)
     spikes = _neurons("raster", _recording("raster", spikes, "spikes"), "spikes", batch)
+    ax = _axes(ax)  # after the checks: a refused call leaves no empty figure behind
     steps, neurons = spikes.shape
     kwargs.setdefault("marker", "|")
     for sign, tint in ((1, color), (-1, negative_color)):
@@ -170,23 +170,15 @@ def traces(
         >>> len(ax.lines)  # three traces and the threshold
         4
     """
-    ax = _axes(ax)
     raw = _recording("traces", mem, "mem")
     mem = _neurons("traces", raw, "mem", batch)
     steps, neurons = mem.shape
-    time = torch.arange(steps).numpy()
-    lines = ax.plot(time, mem.numpy())
-    colors = [line.get_color() for line in lines]
+    values = None
     if threshold is not None:
         if isinstance(threshold, Tensor):
             threshold = threshold.detach()  # a layer's parameter requires grad
         values = torch.as_tensor(threshold, dtype=torch.float64, device="cpu").flatten()
-        if values.numel() == 1:
-            ax.axhline(values.item(), ls="--", color="0.5", lw=1)
-        elif values.numel() == neurons:
-            for value, tint in zip(values.tolist(), colors, strict=True):
-                ax.axhline(value, ls="--", color=tint, lw=1)
-        else:
+        if values.numel() not in (1, neurons):
             raise ValueError(
                 f"traces: expected one threshold or one per neuron ({neurons}), got "
                 f"{values.numel()} values"
@@ -199,6 +191,16 @@ def traces(
                 f"{tuple(spikes.shape)}"
             )
         spikes = _neurons("traces", spikes, "spikes", batch)
+    ax = _axes(ax)  # after the checks: a refused call draws nothing, on no new figure
+    time = torch.arange(steps).numpy()
+    lines = ax.plot(time, mem.numpy())
+    colors = [line.get_color() for line in lines]
+    if values is not None and values.numel() == 1:
+        ax.axhline(values.item(), ls="--", color="0.5", lw=1)
+    elif values is not None:
+        for value, tint in zip(values.tolist(), colors, strict=True):
+            ax.axhline(value, ls="--", color=tint, lw=1)
+    if spikes is not None:
         t, neuron = torch.nonzero(spikes, as_tuple=True)
         ax.scatter(
             t.numpy(), mem[t, neuron].numpy(), color=[colors[n] for n in neuron.tolist()], s=12
@@ -233,8 +235,8 @@ def rates(
         >>> [float(bar.get_height()) for bar in ax.patches]
         [0.0, 0.5]
     """
-    ax = _axes(ax)
     spikes = _neurons("rates", _recording("rates", spikes, "spikes"), "spikes", batch)
+    ax = _axes(ax)  # after the checks: a refused call leaves no empty figure behind
     rate = spikes.mean(dim=0)
     if rate.dim() == 2:  # [B, N]: the batch was kept
         rate = rate.mean(dim=0)
