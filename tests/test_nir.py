@@ -294,6 +294,12 @@ def test_what_the_graph_could_not_describe_is_refused(make, message):
         tt.nir.export(make(), torch.zeros(1, 2))
 
 
+def test_a_linear_layer_on_samples_of_more_than_one_dimension_is_refused_clearly():
+    model = nn.Sequential(nn.Linear(4, 2), tt.snn.LIF(2, reset="zero"))
+    with pytest.raises(ValueError, match=r"'0' \(Linear\) takes samples of shape \(3, 4\)"):
+        tt.nir.export(model, torch.zeros(1, 3, 4))
+
+
 def test_a_refused_export_leaves_batch_norm_statistics_alone():
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), tt.snn.LIF(3, reset="zero"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -333,6 +339,10 @@ def test_graphs_that_do_not_load_are_named():
     loop = nir.NIRGraph(nodes={**ends, **affine}, edges=edges)
     with pytest.raises(ValueError, match=r"node 'a' has edges in from \['input', 'b'\]"):
         tt.nir.load(loop)
+    dangling = [("input", "a"), ("a", "zz"), ("zz", "output")]  # nir checks this only with
+    dangling = nir.NIRGraph(nodes={**ends, **affine}, edges=dangling, type_check=False)  # types
+    with pytest.raises(ValueError, match=r"names 'zz', which is not a node of the graph"):
+        tt.nir.load(dangling)
     threshold = nir.NIRGraph.from_list(nir.Threshold(threshold=np.ones(2)))
     with pytest.raises(ValueError, match="Threshold node, which tracetorch does not load"):
         tt.nir.load(threshold)

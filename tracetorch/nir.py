@@ -328,6 +328,11 @@ def _node(
     if isinstance(module, (nn.Identity, nn.Dropout)):
         return None
     if isinstance(module, nn.Linear):
+        if len(shape) != 1:
+            raise ValueError(
+                f"tt.nir.export: {name} takes samples of shape {tuple(shape)}; NIR's affine "
+                f"nodes take one vector per sample: flatten before it (nn.Flatten)"
+            )
         if module.bias is None:
             return nir.Linear(weight=_array(module.weight))
         return nir.Affine(weight=_array(module.weight), bias=_array(module.bias))
@@ -499,6 +504,12 @@ def _chain(graph: Any) -> list[str]:
     after: dict[str, list[str]] = {}
     before: dict[str, list[str]] = {}
     for a, b in graph.edges:
+        missing = [end for end in (a, b) if end not in graph.nodes]
+        if missing:
+            raise ValueError(
+                f"tt.nir.load: the edge ({a!r}, {b!r}) names {missing[0]!r}, which is not a "
+                f"node of the graph (nodes: {sorted(graph.nodes)})"
+            )
         after.setdefault(a, []).append(b)
         before.setdefault(b, []).append(a)
     order = [inputs[0]]
