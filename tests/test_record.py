@@ -371,3 +371,16 @@ def test_states_of_a_layer_given_more_arguments_are_refused_clearly_in_sequence_
     with refused, tt.record(net):
         tt.run(net, xs, mode="sequence")
     assert no_hooks_left(net) and net.g.mem is None
+
+
+def test_recording_inside_vmap_is_refused_clearly():
+    # vmap's batched tensors cannot leave the transform: reading them failed inside torch
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), tt.snn.LIF(3))
+    x = torch.rand(2, 4)
+    _, states = tt.functional_call(net, {}, x)
+    batched = {key: torch.stack([value, value + 0.1]) for key, value in states.items()}
+    refused = pytest.raises(RuntimeError, match=r"record: '1.mem' is computed inside .*vmap")
+    with refused, tt.record(net):
+        torch.func.vmap(lambda s: tt.functional_call(net, s, x))(batched)
+    assert no_hooks_left(net) and net[1].mem is None

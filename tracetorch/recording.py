@@ -54,6 +54,12 @@ class Recording(Mapping[str, Tensor]):
 
     def _add(self, key: str, value: Tensor, detach: bool) -> None:
         """Offer one step of ``key``; kept when it is a multiple of ``every``."""
+        if torch._C._functorch.is_batchedtensor(value):
+            raise RuntimeError(
+                f"record: {key!r} is computed inside torch.func.vmap, whose batched tensors "
+                f"cannot leave it to be recorded; record outside vmap, or return what you "
+                f"need from the vmapped function (tt.functional_call returns the states)"
+            )
         seen = self._offered[key]
         self._offered[key] = seen + 1
         if seen % self.every:
