@@ -222,6 +222,8 @@ def test_unknown_keys_and_bad_values_are_rejected_naming_them():
         tt.functional_call(net, {"1.mem": torch.zeros(2, 5, dtype=F64)}, x)
     with pytest.raises(TypeError, match=r"state '3\.h' \(GRU\): expected a real floating"):
         tt.functional_call(net, {"3.h": torch.zeros(2, 4, dtype=torch.long)}, x)
+    with pytest.raises(ValueError, match=r"pass states that match the input \(these were"):
+        tt.functional_call(net, {"1.mem": torch.zeros(3, 8, dtype=F64)}, x)  # batch 3, not 2
 
 
 def test_a_call_that_raises_leaves_every_state_and_cache_as_it_was():

@@ -12,7 +12,7 @@ from typing import ClassVar, NoReturn
 import torch
 from torch import Tensor, nn
 
-from .functional import _recomputation_error, _recomputing
+from .functional import _recomputation_error, _recomputing, _views
 from .sequence import _restore, _states
 from .walk import find_modules
 
@@ -313,11 +313,16 @@ class Layer(nn.Module):
             shape = torch.Size((*shape[:dim], self.num_neurons, *shape[dim + 1 :]))
         for name, state in live.items():
             if state.shape != shape:
+                fix = (
+                    "pass states that match the input (these were given to "
+                    "tt.functional_call, tt.checkpoint or an exported model)"
+                    if _views.depth
+                    else "call zero_states() before changing the batch or spatial shape"
+                )
                 raise ValueError(
                     f"{type(self).__name__}: input of shape {tuple(x.shape)} does not match "
                     f"the live state {name!r} of shape {tuple(state.shape)} (expected "
-                    f"{tuple(shape)}); call zero_states() before changing the batch or "
-                    f"spatial shape"
+                    f"{tuple(shape)}); {fix}"
                 )
         states = {}
         for name in d["_state_names"]:
