@@ -357,6 +357,20 @@ def test_checkpoint_gives_the_outputs_gradients_and_states_of_run(segment, mode)
         torch.testing.assert_close(got_states[key], value, **same)
 
 
+def test_a_gradient_with_create_graph_through_a_checkpointed_scan():
+    # the scan's backward read its saved tensors twice on this path, which a non-reentrant
+    # checkpoint refuses
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), tt.snn.LI(4)).double()
+    xs = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    grads = []
+    for run_ in (tt.run, lambda m, xs, mode: tt.checkpoint(m, xs, segment=2, mode=mode)):
+        tt.zero_states(net)
+        ys = run_(net, xs, mode="sequence")
+        grads.append(torch.autograd.grad(ys.square().sum(), xs, create_graph=True)[0])
+    torch.testing.assert_close(grads[1], grads[0], **TIGHT)
+
+
 def test_checkpoint_continues_from_live_or_given_states_like_run():
     torch.manual_seed(0)
     model = Net().double().eval()

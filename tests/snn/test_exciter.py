@@ -167,6 +167,30 @@ def test_callback_gets_its_own_copy_of_grad_output():
     assert torch.equal(grad_output, torch.ones(2, 3))
 
 
+def test_each_callback_gets_a_copy_of_its_own():
+    layer, kept = Exciter(3), []
+    layer.register_backward_callback(lambda lyr, g: kept.append(g))
+    layer.register_backward_callback(lambda lyr, g: g.mul_(0))  # not seen by the others
+    layer.register_backward_callback(lambda lyr, g: kept.append(g))
+    layer(torch.randn(2, 3, requires_grad=True)).backward(torch.full((2, 3), 2.0))
+    assert all(torch.equal(g, torch.full((2, 3), 2.0)) for g in kept) and len(kept) == 2
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_select_last_trains_through_a_checkpoint(mode):
+    # a non-reentrant checkpoint lets a backward read its saved tensors once
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), tt.snn.LIF(4), Exciter(4, select_last=True))
+    xs = torch.randn(4, 2, 3)
+    tt.run(net, xs, mode=mode).square().sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    tt.zero_states(net)
+    tt.checkpoint(net, xs, segment=2, mode=mode).square().sum().backward()
+    for p, grad in zip(net.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, grad)
+
+
 def test_register_rejects_a_non_callable():
     with pytest.raises(TypeError, match="Exciter"):
         Exciter(3).register_backward_callback("not a function")

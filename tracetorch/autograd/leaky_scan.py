@@ -309,13 +309,14 @@ class LeakyScan(torch.autograd.Function):
                 "mode='step', pass vectorize=False, or take the Jacobian with "
                 "torch.func.jacrev, through which sequence mode runs a plain loop"
             )
+        saved = ctx.saved_tensors  # read once: a non-reentrant checkpoint allows no second read
         if not torch.is_grad_enabled():
-            return _backward(ctx, g_out, g_mem, g_syn)
+            return _backward(ctx, saved, g_out, g_mem, g_syn)
         # create_graph=True (or a torch.func transform): compute the gradients without a
         # graph, and make them raise if they are differentiated in turn.
         with torch.no_grad():
-            grads = _backward(ctx, g_out, g_mem, g_syn)
-        anchor = ctx.saved_tensors[7]  # the outputs: their graph leads to every input
+            grads = _backward(ctx, saved, g_out, g_mem, g_syn)
+        anchor = saved[7]  # the outputs: their graph leads to every input
         return tuple(None if g is None else apply(_NoDoubleBackward, g, anchor) for g in grads)
 
 
@@ -333,11 +334,15 @@ def _graph_kept() -> bool:
 
 
 def _backward(
-    ctx: Any, g_out: Tensor | None, g_mem: Tensor | None, g_syn: Tensor | None
+    ctx: Any,
+    saved: tuple[Tensor | None, ...],
+    g_out: Tensor | None,
+    g_mem: Tensor | None,
+    g_syn: Tensor | None,
 ) -> tuple[Tensor | None, ...]:
-    """The reverse-time pass of :class:`LeakyScan`: the derivation, and how it runs, are in
-    its docstring."""
-    xs, mem0, syn0, alpha, beta, threshold, bias, out, z_seq, mem_seq, syn_seq = ctx.saved_tensors
+    """The reverse-time pass of :class:`LeakyScan` on its ``saved`` tensors: the derivation,
+    and how it runs, are in its docstring."""
+    xs, mem0, syn0, alpha, beta, threshold, bias, out, z_seq, mem_seq, syn_seq = saved
     synaptic, ema, firing, spike, *_ = ctx.spec
     need_x, need_mem, need_syn, need_alpha, need_beta, need_th, need_bias, _ = ctx.needs_input_grad
     if g_out is None and g_mem is None:

@@ -47,15 +47,15 @@ class _TraceableExciter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
-        dim = ctx.dim
+        (x,) = ctx.saved_tensors  # read once: a non-reentrant checkpoint allows no second read
+        dim, size = ctx.dim, x.size(ctx.dim)
         if ctx.select_last:
-            x = x.narrow(dim, x.size(dim) - 1, 1)
+            x = x.narrow(dim, size - 1, 1)
         inside = (x >= ctx.low) & (x <= ctx.high)
         grad_input = torch.where(inside, grad_output, torch.zeros_like(grad_output))
         if ctx.select_last:
             before = list(grad_input.shape)
-            before[dim] = ctx.saved_tensors[0].size(dim) - 1
+            before[dim] = size - 1
             grad_input = torch.cat([grad_input.new_zeros(before), grad_input], dim=dim)
         if ctx.layer is not None:
             ctx.layer.custom_backward(grad_output)
@@ -259,9 +259,9 @@ class Exciter(Layer):
         :class:`ExciterFunction` calls this from its backward pass.
         """
         with torch.no_grad():
-            grad_output = grad_output.detach().clone()
+            grad_output = grad_output.detach()
             for fn in list(self._backward_callbacks.values()):
-                fn(self, grad_output)
+                fn(self, grad_output.clone())  # each its own copy, to keep or modify
 
     def extra_repr(self) -> str:
         extra = f"low={self.low:g}, high={self.high:g}, select_last={self.select_last}"
