@@ -177,7 +177,8 @@ def load_states(module: nn.Module, states: Mapping[str, Tensor], strict: bool = 
         raise ValueError(
             f"{owner}.load_states: the saved states do not match the model "
             f"(missing: {missing or 'none'}; unknown: {unknown or 'none'}); nothing was loaded. "
-            f"Pass strict=False to load the matching keys only."
+            f"Pass strict=False to load the matching keys only (save_states() leaves out "
+            f"states not created yet: to rewind to such a snapshot, call zero_states() first)"
         )
     plan: list[tuple[Layer, str, Tensor]] = []
     shapes: dict[int, tuple[str, torch.Size]] = {}

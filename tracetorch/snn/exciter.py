@@ -227,7 +227,8 @@ class Exciter(Layer):
             def probe(layer, grad_output):
                 saved = tt.save_states(model)
                 score = model(x_probe)  # no graph is built: this runs under no_grad
-                tt.load_states(model, saved)
+                tt.zero_states(model)  # states not created when saved: None again
+                tt.load_states(model, saved, strict=False)
 
         (``load_states`` installs detached copies, as :meth:`detach_states` would: after a
         backward the graph behind the states has been used anyway.)
