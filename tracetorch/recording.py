@@ -173,7 +173,8 @@ class _Recorder:
     ) -> None:
         self.recording = recording
         self.detach = detach
-        self.outer = _sequence_modules(module)  # what sequence mode switches
+        # the switched module each is part of, under the recorded module: which layers loop
+        self.owners = _owners(module)
         modules = dict(module.named_modules())
         self.paths = {id(sub): path for path, sub in modules.items()}
         # per hooked module: (output keys, [(state key, name)] for its own states)
@@ -200,22 +201,6 @@ class _Recorder:
     def _entry(self, sub: nn.Module) -> tuple[nn.Module, list[str], list[tuple[str, str]]]:
         return self.plan.setdefault(id(sub), (sub, [], []))
 
-    def _kind(self, sub: nn.Module) -> tuple[str, nn.Module | None]:
-        """Where ``sub`` sits among the modules sequence mode switches under the recorded one,
-        and the switched module it is part of (which layers :meth:`install` loops).
-
-        ``"self"``: sequence mode switches it; ``"inner"``: inside a switched module;
-        ``"global"``: outside them. (How a call saw time is :meth:`_view`'s, at the call.)
-        """
-        if any(sub is outer for outer in self.outer):
-            return "self", sub
-        path = self.paths[id(sub)]
-        for outer in self.outer:
-            outer_path = self.paths[id(outer)]
-            if outer_path == "" or path.startswith(outer_path + "."):
-                return "inner", outer
-        return "global", None
-
     def install(self) -> None:
         # A switched layer whose own states, or whose layers' states or outputs, are recorded
         # runs its step in a loop while recording (its own forward_sequence, which may call
@@ -223,10 +208,11 @@ class _Recorder:
         looped: dict[int, tuple[Layer, list[tuple[str, str]]]] = {}
         hooks = []
         for sub, output_keys, state_keys in self.plan.values():
-            kind, owner = self._kind(sub)
-            if isinstance(owner, Layer) and (kind == "inner" or state_keys):
+            owner = self.owners[id(sub)]
+            # its step loops for its own states, or for what is recorded inside it
+            if isinstance(owner, Layer) and (owner is not sub or state_keys):
                 entry = looped.setdefault(id(owner), (owner, []))
-                if kind == "self":
+                if owner is sub:
                     entry[1].extend(state_keys)
             hooks.append((sub, self._hook(output_keys, state_keys)))
         for layer, _ in looped.values():
@@ -353,6 +339,18 @@ def _replaying() -> bool:
     return torch.is_grad_enabled() and torch._C._current_graph_task_id() != -1
 
 
+def _owners(root: nn.Module) -> dict[int, nn.Module | None]:
+    """For every module under ``root``, the module sequence mode switches that it is part of
+    (itself, when it is switched), or ``None`` outside them all."""
+    modules = dict(root.named_modules())
+    paths = {id(sub): path for path, sub in modules.items()}
+    outer = [(paths[id(o)], o) for o in _sequence_modules(root)]
+    return {
+        id(sub): next((o for p, o in outer if p in ("", path) or path.startswith(p + ".")), None)
+        for path, sub in modules.items()
+    }
+
+
 def _views(root: nn.Module) -> dict[int, tuple[str, nn.Module | None]]:
     """For every module under ``root`` in sequence mode, how a call of it sees time.
 
@@ -361,18 +359,14 @@ def _views(root: nn.Module) -> dict[int, tuple[str, nn.Module | None]]:
     ``"merged"``: inside a switched :class:`~tracetorch.nn.TimeDistributed` (time merged
     into the batch), with that wrapper. A switched module itself is told by its ``forward``.
     """
-    modules = dict(root.named_modules())
-    paths = {id(sub): path for path, sub in modules.items()}
-    outer = [(paths[id(o)], o) for o in _sequence_modules(root)]
     views: dict[int, tuple[str, nn.Module | None]] = {}
-    for path, sub in modules.items():
-        owner = next((o for p, o in outer if p == "" or path.startswith(p + ".")), None)
-        if owner is None or owner is sub:
-            views[id(sub)] = ("sequence", None)
+    for key, owner in _owners(root).items():
+        if owner is None or id(owner) == key:
+            views[key] = ("sequence", None)
         elif isinstance(owner, TimeDistributed):
-            views[id(sub)] = ("merged", owner)
+            views[key] = ("merged", owner)
         else:
-            views[id(sub)] = ("step", None)
+            views[key] = ("step", None)
     return views
 
 
