@@ -19,6 +19,14 @@ __all__ = ["Exciter", "ExciterFunction"]
 BackwardCallback = Callable[["Exciter", Tensor], Any]
 
 
+def _inside(ctx: Any, x: Tensor) -> Tensor:
+    """Where the output passes ``x`` on unclamped (the last entry along ``dim`` only, with
+    ``select_last``): the mask of both derivatives."""
+    if ctx.select_last:
+        x = x.narrow(ctx.dim, x.size(ctx.dim) - 1, 1)
+    return (x >= ctx.low) & (x <= ctx.high)
+
+
 class _TraceableExciter(torch.autograd.Function):
     """:class:`ExciterFunction` without its forward-mode rule: what ``torch.compile`` traces.
 
@@ -49,10 +57,7 @@ class _TraceableExciter(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors  # read once: a non-reentrant checkpoint allows no second read
         dim, size = ctx.dim, x.size(ctx.dim)
-        if ctx.select_last:
-            x = x.narrow(dim, size - 1, 1)
-        inside = (x >= ctx.low) & (x <= ctx.high)
-        grad_input = torch.where(inside, grad_output, torch.zeros_like(grad_output))
+        grad_input = torch.where(_inside(ctx, x), grad_output, torch.zeros_like(grad_output))
         if ctx.select_last:
             before = list(grad_input.shape)
             before[dim] = size - 1
@@ -94,10 +99,8 @@ class ExciterFunction(_TraceableExciter):
     def jvp(ctx: Any, x_tangent: Tensor, *_constants: None) -> Tensor:
         (x,) = ctx.saved_tensors
         if ctx.select_last:
-            last = x.size(ctx.dim) - 1
-            x, x_tangent = x.narrow(ctx.dim, last, 1), x_tangent.narrow(ctx.dim, last, 1)
-        inside = (x >= ctx.low) & (x <= ctx.high)
-        return torch.where(inside, x_tangent, torch.zeros_like(x_tangent))
+            x_tangent = x_tangent.narrow(ctx.dim, x.size(ctx.dim) - 1, 1)
+        return torch.where(_inside(ctx, x), x_tangent, torch.zeros_like(x_tangent))
 
 
 _eager_apply: Callable[..., Tensor] | None = None
