@@ -7,6 +7,7 @@ import weakref
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
 
 try:  # what Function.apply does first, for tensors left over from a finished torch.func call
     from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
@@ -23,6 +24,16 @@ __all__ = ["apply"]
 # where Function.apply is always used. Weak keys: a Function class made on the fly goes away.
 _ARITY: weakref.WeakKeyDictionary[type, int] = weakref.WeakKeyDictionary()
 _PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _transformed() -> bool:
+    """Whether tangents or a ``torch.func`` transform may see what runs now.
+
+    A forward-mode dual level (dual tensors, ``torch.func.jvp`` and ``jacfwd``) or a
+    ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``): fused kernels and hand-written
+    Functions that have no rule for them step aside for plain operations, which have one.
+    """
+    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
 def _arity(function: type[torch.autograd.Function]) -> int:

@@ -14,12 +14,11 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.autograd import forward_ad
 
 from ..functional.leaky import LeakyConfig, Reset, leaky_step
 from ..functional.spike import sigmoid4x
 from .buffers import sequence_buffer
-from .function import apply
+from .function import _transformed, apply
 from .surrogate import _IN_PLACE, SURROGATES, SpikeFn
 
 __all__ = ["LeakyScan", "leaky_scan", "scan_supported"]
@@ -603,8 +602,7 @@ def leaky_scan(
     if (
         not scan_supported(config, spike_fn, quant_fn, reset)
         or torch.compiler.is_compiling()  # a traced plain loop fuses into one kernel per layer
-        or torch._C._are_functorch_transforms_active()  # vmap/jacrev: plain ops batch and nest
-        or forward_ad._current_level >= 0  # dual tensors: plain ops carry the tangents
+        or _transformed()  # vmap/jacrev/dual tensors: plain ops batch, nest, carry tangents
     ):
         return _loop(xs, states, params, config, spike_fn, quant_fn, reset)
     binary = firing == "binary"

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from .function import apply
+from .function import _transformed, apply
 
 __all__ = ["SURROGATES", "Heaviside", "SpikeFn", "Surrogate", "heaviside", "spike_fn"]
 
@@ -233,11 +233,7 @@ def _undifferentiated() -> bool:
     (``torch.autograd.forward_ad.dual_level()``) and no ``torch.func`` transform (``jacfwd``
     runs forward mode under ``no_grad`` too, and ``torch.func.grad`` turns grad on).
     """
-    return (
-        not torch.is_grad_enabled()
-        and forward_ad._current_level < 0
-        and not torch._C._are_functorch_transforms_active()
-    )
+    return not torch.is_grad_enabled() and not _transformed()
 
 
 def _above(v: Tensor, threshold: Tensor | float) -> Tensor:

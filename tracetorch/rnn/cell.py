@@ -7,8 +7,8 @@ from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
-from torch.autograd import forward_ad
 
+from ..autograd.function import _transformed
 from ..core.layer import _definer, _positive_int
 from .layer import Layer
 
@@ -122,11 +122,7 @@ class CellLayer(Layer):
         the last step's.
         """
         kernel = type(self)._kernel_owner
-        if (
-            not self._follows_step(kernel)
-            or torch._C._are_functorch_transforms_active()
-            or forward_ad._current_level >= 0
-        ):
+        if not self._follows_step(kernel) or _transformed():
             # a subclass that redefined the step (or wrote only _step: no kernel), or
             # torch.func (vmap, jacrev), for which PyTorch's multi-step kernels have no
             # batching rule, or dual tensors (forward mode), which the CPU's float32 LSTM
